@@ -1,1 +1,4 @@
-pub fn _placeholder() {}
+//! Clinic Gateway: clinic events in, WhatsApp messages out.
+
+pub mod domain;
+pub mod store;

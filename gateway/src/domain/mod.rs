@@ -1,0 +1,11 @@
+//! Domain types, parsed at the edge so the core never re-validates.
+
+pub mod ids;
+pub mod lane;
+pub mod message;
+pub mod phone;
+
+pub use ids::{MessageId, PhoneNumberId, TenantId};
+pub use lane::Lane;
+pub use message::{MessageError, MessageState, NewMessage, StatusUpdate, TimelineEvent};
+pub use phone::E164;

@@ -1,0 +1,148 @@
+//! Persistence and queues behind one trait, with a Redis implementation (the system of record)
+//! and a memory implementation (demo and fast unit tests). Nothing outside this module speaks
+//! Redis commands. `contract` holds the tests both implementations must pass.
+
+pub mod memory;
+pub mod transitions;
+pub mod redis;
+
+#[cfg(test)]
+pub(crate) mod contract;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::domain::message::MessageRecord;
+use crate::domain::{Lane, MessageError, MessageId, MessageState, NewMessage, PhoneNumberId, StatusUpdate, TenantId};
+
+pub use self::memory::MemoryStore;
+
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("the queue of number {0} is full")]
+    QueueFull(PhoneNumberId),
+    #[error("corrupt record {key}: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+/// One claimed entry of a number's lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub number: PhoneNumberId,
+    pub lane: Lane,
+    /// The queue's own id of this entry (a stream id in Redis).
+    pub entry_id: String,
+    pub message: MessageId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct QueueDepth {
+    /// Entries waiting per lane (`Lane::index`), not yet claimed.
+    pub ready: [u64; 3],
+    /// Entries claimed and not yet acknowledged.
+    pub in_flight: u64,
+    /// Entries scheduled for later (retries, pacing, waiting for a status).
+    pub delayed: u64,
+}
+
+/// Result of an accept: the record and queue entry exist now (or already did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    Created,
+    AlreadyExists,
+}
+
+/// Result of applying a status webhook item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusOutcome {
+    Applied { tenant: TenantId, id: MessageId, state: MessageState },
+    KeptEarly { id: MessageId },
+    Duplicate,
+    UnknownMessage,
+}
+
+/// What an `Idempotency-Key` maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// First use of the key: go ahead with this message id.
+    Fresh,
+    /// The key was used before, for this request fingerprint and message id.
+    Seen { fingerprint: String, message: MessageId },
+}
+
+/// What the dispatcher did with a send attempt, recorded atomically with its history line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// Meta accepted it and gave this wamid.
+    Accepted { wamid: String },
+    /// Ended for good: `Failed` with Meta's error, or `Expired`.
+    Ended { state: MessageState, error: Option<MessageError> },
+    /// Back to `queued`; it will be tried again.
+    Retry { error: MessageError },
+    /// Meta may or may not have it: stay `sending` and wait for its status webhook.
+    Unknown { error: MessageError },
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes the outbox record and its queue entry in one atomic step. Idempotent by message id.
+    async fn accept(&self, msg: &NewMessage, max_queue: u64) -> Result<Accepted, StoreError>;
+
+    /// A message as its tenant sees it; `None` for another tenant's id.
+    async fn message(&self, tenant: &TenantId, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// A message by its sending number (dispatcher side).
+    async fn load(&self, number: &PhoneNumberId, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// `queued`/`sending` without a wamid → `sending`, attempts + 1. Returns the attempt number, or
+    /// `None` if the record moved on (a status arrived, or it ended) and must not be sent.
+    async fn begin_attempt(&self, number: &PhoneNumberId, id: &MessageId, now_ms: i64) -> Result<Option<u32>, StoreError>;
+
+    /// Records what a send attempt (or a reconciliation) concluded. Returns the state after it.
+    async fn finish_attempt(
+        &self,
+        number: &PhoneNumberId,
+        id: &MessageId,
+        outcome: &AttemptOutcome,
+        now_ms: i64,
+    ) -> Result<Option<MessageState>, StoreError>;
+
+    /// Applies a status webhook item: monotonic, idempotent, early statuses kept.
+    async fn apply_status(&self, number: &PhoneNumberId, update: &StatusUpdate) -> Result<StatusOutcome, StoreError>;
+
+    /// Claims up to `max` new entries of one lane for `consumer`.
+    async fn claim(&self, number: &PhoneNumberId, lane: Lane, consumer: &str, max: usize) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// Takes over entries claimed by any consumer and not acknowledged for `min_idle_ms`.
+    async fn reclaim(&self, number: &PhoneNumberId, lane: Lane, consumer: &str, min_idle_ms: u64, max: usize) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// Done with the entry: acknowledge and delete it.
+    async fn ack(&self, entry: &QueueEntry) -> Result<(), StoreError>;
+
+    /// Acknowledges the entry and schedules the message again at `due_ms`, atomically.
+    async fn defer(&self, entry: &QueueEntry, due_ms: i64) -> Result<(), StoreError>;
+
+    /// Moves scheduled messages that are due back into their lanes. Returns how many moved.
+    async fn promote_due(&self, number: &PhoneNumberId, now_ms: i64, max: usize) -> Result<usize, StoreError>;
+
+    /// The earliest scheduled time on this number, if any.
+    async fn next_due(&self, number: &PhoneNumberId) -> Result<Option<i64>, StoreError>;
+
+    async fn depth(&self, number: &PhoneNumberId) -> Result<QueueDepth, StoreError>;
+
+    /// Claims an idempotency key for a request fingerprint and a new message id (kept `ttl_secs`).
+    async fn claim_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        fingerprint: &str,
+        message: &MessageId,
+        ttl_secs: u64,
+    ) -> Result<IdempotencyClaim, StoreError>;
+
+    /// The store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

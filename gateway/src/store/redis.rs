@@ -1,0 +1,1 @@
+//! Redis store: written by the store work package.
