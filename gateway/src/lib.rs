@@ -1,4 +1,14 @@
 //! Clinic Gateway: clinic events in, WhatsApp messages out.
 
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod dispatch;
 pub mod domain;
+pub mod metrics;
+pub mod retry;
 pub mod store;
+pub mod telemetry;
+pub mod tenants;

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 /// `care` (clinical results, prescriptions, replies) before `reminders` before `bulk` (broadcasts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Lane {
     #[default]

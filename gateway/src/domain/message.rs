@@ -212,7 +212,9 @@ fn merge_early(early: Option<MessageState>, incoming: MessageState) -> MessageSt
     match early {
         None => incoming,
         Some(MessageState::Failed) => MessageState::Failed,
-        Some(e) if incoming == MessageState::Failed && e.rank() < MessageState::Delivered.rank() => {
+        Some(e)
+            if incoming == MessageState::Failed && e.rank() < MessageState::Delivered.rank() =>
+        {
             MessageState::Failed
         }
         Some(e) if incoming.rank() > e.rank() && incoming != MessageState::Failed => incoming,
@@ -271,22 +273,49 @@ mod tests {
     fn statuses_never_move_backwards() {
         assert_eq!(decide_status(Delivered, None, Sent), StatusDecision::Ignore);
         assert_eq!(decide_status(Sent, None, Sent), StatusDecision::Ignore);
-        assert_eq!(decide_status(Sent, None, Read), StatusDecision::Advance(Read));
+        assert_eq!(
+            decide_status(Sent, None, Read),
+            StatusDecision::Advance(Read)
+        );
         assert_eq!(decide_status(Read, None, Delivered), StatusDecision::Ignore);
         assert_eq!(decide_status(Read, None, Failed), StatusDecision::Ignore);
-        assert_eq!(decide_status(Accepted, None, Failed), StatusDecision::Advance(Failed));
-        assert_eq!(decide_status(Sent, None, Failed), StatusDecision::Advance(Failed));
-        assert_eq!(decide_status(Delivered, None, Failed), StatusDecision::Ignore);
+        assert_eq!(
+            decide_status(Accepted, None, Failed),
+            StatusDecision::Advance(Failed)
+        );
+        assert_eq!(
+            decide_status(Sent, None, Failed),
+            StatusDecision::Advance(Failed)
+        );
+        assert_eq!(
+            decide_status(Delivered, None, Failed),
+            StatusDecision::Ignore
+        );
         assert_eq!(decide_status(Failed, None, Read), StatusDecision::Ignore);
     }
 
     #[test]
     fn early_statuses_are_kept_until_the_send_completes() {
-        assert_eq!(decide_status(Sending, None, Sent), StatusDecision::KeepEarly(Sent));
-        assert_eq!(decide_status(Sending, Some(Sent), Delivered), StatusDecision::KeepEarly(Delivered));
-        assert_eq!(decide_status(Sending, Some(Delivered), Sent), StatusDecision::Ignore);
-        assert_eq!(decide_status(Sending, Some(Sent), Failed), StatusDecision::KeepEarly(Failed));
-        assert_eq!(decide_status(Sending, Some(Failed), Read), StatusDecision::Ignore);
+        assert_eq!(
+            decide_status(Sending, None, Sent),
+            StatusDecision::KeepEarly(Sent)
+        );
+        assert_eq!(
+            decide_status(Sending, Some(Sent), Delivered),
+            StatusDecision::KeepEarly(Delivered)
+        );
+        assert_eq!(
+            decide_status(Sending, Some(Delivered), Sent),
+            StatusDecision::Ignore
+        );
+        assert_eq!(
+            decide_status(Sending, Some(Sent), Failed),
+            StatusDecision::KeepEarly(Failed)
+        );
+        assert_eq!(
+            decide_status(Sending, Some(Failed), Read),
+            StatusDecision::Ignore
+        );
         assert_eq!(state_after_accept(Some(Delivered)), Delivered);
         assert_eq!(state_after_accept(None), Accepted);
         assert_eq!(state_after_accept(Some(Failed)), Failed);
@@ -314,9 +343,18 @@ mod tests {
 
     #[test]
     fn send_decisions() {
-        assert_eq!(decide_send(&record(Queued), 5_000, 1_000), SendDecision::Send);
-        assert_eq!(decide_send(&record(Queued), 10_000, 1_000), SendDecision::Expire);
-        assert_eq!(decide_send(&record(Sent), 5_000, 1_000), SendDecision::AlreadyDone);
+        assert_eq!(
+            decide_send(&record(Queued), 5_000, 1_000),
+            SendDecision::Send
+        );
+        assert_eq!(
+            decide_send(&record(Queued), 10_000, 1_000),
+            SendDecision::Expire
+        );
+        assert_eq!(
+            decide_send(&record(Sent), 5_000, 1_000),
+            SendDecision::AlreadyDone
+        );
         let mut in_flight = record(Sending);
         in_flight.send_started_ms = Some(4_500);
         assert_eq!(
@@ -325,6 +363,9 @@ mod tests {
         );
         assert_eq!(decide_send(&in_flight, 5_600, 1_000), SendDecision::Send);
         in_flight.wamid = Some("wamid.X".into());
-        assert_eq!(decide_send(&in_flight, 5_000, 1_000), SendDecision::ResolveFromStatus);
+        assert_eq!(
+            decide_send(&in_flight, 5_000, 1_000),
+            SendDecision::ResolveFromStatus
+        );
     }
 }

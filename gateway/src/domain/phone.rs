@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 pub enum PhoneError {
     #[error("phone number is empty")]
     Empty,
-    #[error("phone number may contain only digits, spaces, dashes, dots, parentheses and a leading +")]
+    #[error(
+        "phone number may contain only digits, spaces, dashes, dots, parentheses and a leading +"
+    )]
     BadCharacters,
     #[error("phone number needs a country code: start with + or use a 10-digit national number with a default country")]
     NoCountryCode,
@@ -26,7 +28,10 @@ pub struct E164(String);
 impl E164 {
     /// Parses a number, normalising 10-digit national numbers (and a leading trunk `0`) with
     /// `default_country_code` (e.g. `"91"`): `98765 43210` → `+919876543210`.
-    pub fn parse_with_default(s: &str, default_country_code: Option<&str>) -> Result<Self, PhoneError> {
+    pub fn parse_with_default(
+        s: &str,
+        default_country_code: Option<&str>,
+    ) -> Result<Self, PhoneError> {
         let t = s.trim();
         if t.is_empty() {
             return Err(PhoneError::Empty);
@@ -85,7 +90,12 @@ impl E164 {
         let keep_head = d.len().min(2);
         let keep_tail = 4.min(d.len().saturating_sub(keep_head));
         let stars = d.len() - keep_head - keep_tail;
-        format!("+{}{}{}", &d[..keep_head], "*".repeat(stars), &d[d.len() - keep_tail..])
+        format!(
+            "+{}{}{}",
+            &d[..keep_head],
+            "*".repeat(stars),
+            &d[d.len() - keep_tail..]
+        )
     }
 }
 
@@ -114,7 +124,10 @@ mod tests {
 
     #[test]
     fn parses_international_and_national() {
-        assert_eq!(E164::parse("+91 98765-43210").map(|p| p.0), Ok("+919876543210".into()));
+        assert_eq!(
+            E164::parse("+91 98765-43210").map(|p| p.0),
+            Ok("+919876543210".into())
+        );
         assert_eq!(
             E164::parse_with_default("9876543210", Some("91")).map(|p| p.0),
             Ok("+919876543210".into())
@@ -127,7 +140,10 @@ mod tests {
             E164::parse_with_default("0091 9876543210", None).map(|p| p.0),
             Ok("+919876543210".into())
         );
-        assert_eq!(E164::parse_with_default("9876543210", None), Err(PhoneError::NoCountryCode));
+        assert_eq!(
+            E164::parse_with_default("9876543210", None),
+            Err(PhoneError::NoCountryCode)
+        );
         assert_eq!(E164::parse("+91abc"), Err(PhoneError::BadCharacters));
         assert_eq!(E164::parse("+1234"), Err(PhoneError::BadLength));
         assert_eq!(E164::parse("+0123456789"), Err(PhoneError::LeadingZero));

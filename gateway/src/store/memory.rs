@@ -6,9 +6,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{transitions, Accepted, AttemptOutcome, IdempotencyClaim, QueueDepth, QueueEntry, StatusOutcome, Store, StoreError};
+use super::{
+    transitions, Accepted, AttemptOutcome, IdempotencyClaim, QueueDepth, QueueEntry, StatusOutcome,
+    Store, StoreError,
+};
 use crate::domain::message::{MessageRecord, StatusDecision};
-use crate::domain::{Lane, MessageId, MessageState, NewMessage, PhoneNumberId, StatusUpdate, TenantId};
+use crate::domain::{
+    Lane, MessageId, MessageState, NewMessage, PhoneNumberId, StatusUpdate, TenantId,
+};
 
 #[derive(Default)]
 struct NumberQueue {
@@ -78,7 +83,11 @@ impl Store for MemoryStore {
         Ok(Accepted::Created)
     }
 
-    async fn message(&self, tenant: &TenantId, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+    async fn message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
         let g = self.inner.lock();
         let Some(number) = g.by_tenant.get(&(tenant.clone(), id.clone())) else {
             return Ok(None);
@@ -89,11 +98,25 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn load(&self, number: &PhoneNumberId, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
-        Ok(self.inner.lock().records.get(&(number.clone(), id.clone())).cloned())
+    async fn load(
+        &self,
+        number: &PhoneNumberId,
+        id: &MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(self
+            .inner
+            .lock()
+            .records
+            .get(&(number.clone(), id.clone()))
+            .cloned())
     }
 
-    async fn begin_attempt(&self, number: &PhoneNumberId, id: &MessageId, now_ms: i64) -> Result<Option<u32>, StoreError> {
+    async fn begin_attempt(
+        &self,
+        number: &PhoneNumberId,
+        id: &MessageId,
+        now_ms: i64,
+    ) -> Result<Option<u32>, StoreError> {
         let mut g = self.inner.lock();
         Ok(g.records
             .get_mut(&(number.clone(), id.clone()))
@@ -118,13 +141,21 @@ impl Store for MemoryStore {
         Ok(state)
     }
 
-    async fn apply_status(&self, number: &PhoneNumberId, update: &StatusUpdate) -> Result<StatusOutcome, StoreError> {
+    async fn apply_status(
+        &self,
+        number: &PhoneNumberId,
+        update: &StatusUpdate,
+    ) -> Result<StatusOutcome, StoreError> {
         let mut g = self.inner.lock();
         let id = update
             .message
             .clone()
             .filter(|id| g.records.contains_key(&(number.clone(), id.clone())))
-            .or_else(|| g.by_wamid.get(&(number.clone(), update.wamid.clone())).cloned());
+            .or_else(|| {
+                g.by_wamid
+                    .get(&(number.clone(), update.wamid.clone()))
+                    .cloned()
+            });
         let Some(id) = id else {
             return Ok(StatusOutcome::UnknownMessage);
         };
@@ -133,34 +164,64 @@ impl Store for MemoryStore {
         };
         let tenant = rec.message.tenant.clone();
         let outcome = match transitions::apply_status(rec, update) {
-            StatusDecision::Advance(state) => StatusOutcome::Applied { tenant, id: id.clone(), state },
+            StatusDecision::Advance(state) => StatusOutcome::Applied {
+                tenant,
+                id: id.clone(),
+                state,
+            },
             StatusDecision::KeepEarly(_) => StatusOutcome::KeptEarly { id: id.clone() },
             StatusDecision::Ignore => StatusOutcome::Duplicate,
         };
         if !matches!(outcome, StatusOutcome::Duplicate) {
-            g.by_wamid.insert((number.clone(), update.wamid.clone()), id);
+            g.by_wamid
+                .insert((number.clone(), update.wamid.clone()), id);
         }
         Ok(outcome)
     }
 
-    async fn claim(&self, number: &PhoneNumberId, lane: Lane, consumer: &str, max: usize) -> Result<Vec<QueueEntry>, StoreError> {
+    async fn claim(
+        &self,
+        number: &PhoneNumberId,
+        lane: Lane,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
         let mut g = self.inner.lock();
         let Some(q) = g.queues.get_mut(number) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
         while out.len() < max {
-            let Some((entry_id, message)) = q.lanes[lane.index()].pop_front() else { break };
+            let Some((entry_id, message)) = q.lanes[lane.index()].pop_front() else {
+                break;
+            };
             q.pending.insert(
                 entry_id.clone(),
-                Pending { lane, message: message.clone(), consumer: consumer.to_owned(), claimed_at: Instant::now() },
+                Pending {
+                    lane,
+                    message: message.clone(),
+                    consumer: consumer.to_owned(),
+                    claimed_at: Instant::now(),
+                },
             );
-            out.push(QueueEntry { number: number.clone(), lane, entry_id, message });
+            out.push(QueueEntry {
+                number: number.clone(),
+                lane,
+                entry_id,
+                message,
+            });
         }
         Ok(out)
     }
 
-    async fn reclaim(&self, number: &PhoneNumberId, lane: Lane, consumer: &str, min_idle_ms: u64, max: usize) -> Result<Vec<QueueEntry>, StoreError> {
+    async fn reclaim(
+        &self,
+        number: &PhoneNumberId,
+        lane: Lane,
+        consumer: &str,
+        min_idle_ms: u64,
+        max: usize,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
         let mut g = self.inner.lock();
         let Some(q) = g.queues.get_mut(number) else {
             return Ok(Vec::new());
@@ -178,7 +239,12 @@ impl Store for MemoryStore {
                 if p.lane == lane && p.claimed_at.elapsed() >= idle {
                     p.consumer = consumer.to_owned();
                     p.claimed_at = Instant::now();
-                    out.push(QueueEntry { number: number.clone(), lane, entry_id, message: p.message.clone() });
+                    out.push(QueueEntry {
+                        number: number.clone(),
+                        lane,
+                        entry_id,
+                        message: p.message.clone(),
+                    });
                 }
             }
         }
@@ -198,15 +264,27 @@ impl Store for MemoryStore {
         let (seq, _) = g.next_entry();
         let q = g.queues.entry(entry.number.clone()).or_default();
         if q.pending.remove(&entry.entry_id).is_some() {
-            q.delayed.insert((due_ms, seq, entry.lane.index(), entry.message.clone()));
+            q.delayed
+                .insert((due_ms, seq, entry.lane.index(), entry.message.clone()));
         }
         Ok(())
     }
 
-    async fn promote_due(&self, number: &PhoneNumberId, now_ms: i64, max: usize) -> Result<usize, StoreError> {
+    async fn promote_due(
+        &self,
+        number: &PhoneNumberId,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<usize, StoreError> {
         let mut g = self.inner.lock();
         let due: Vec<(i64, u64, usize, MessageId)> = match g.queues.get(number) {
-            Some(q) => q.delayed.iter().take_while(|d| d.0 <= now_ms).take(max).cloned().collect(),
+            Some(q) => q
+                .delayed
+                .iter()
+                .take_while(|d| d.0 <= now_ms)
+                .take(max)
+                .cloned()
+                .collect(),
             None => return Ok(0),
         };
         for d in &due {
@@ -221,16 +299,20 @@ impl Store for MemoryStore {
 
     async fn next_due(&self, number: &PhoneNumberId) -> Result<Option<i64>, StoreError> {
         let g = self.inner.lock();
-        Ok(g.queues.get(number).and_then(|q| q.delayed.first().map(|d| d.0)))
+        Ok(g.queues
+            .get(number)
+            .and_then(|q| q.delayed.first().map(|d| d.0)))
     }
 
     async fn depth(&self, number: &PhoneNumberId) -> Result<QueueDepth, StoreError> {
         let g = self.inner.lock();
-        Ok(g.queues.get(number).map_or_else(QueueDepth::default, |q| QueueDepth {
-            ready: [0, 1, 2].map(|i| q.lanes[i].len() as u64),
-            in_flight: q.pending.len() as u64,
-            delayed: q.delayed.len() as u64,
-        }))
+        Ok(g.queues
+            .get(number)
+            .map_or_else(QueueDepth::default, |q| QueueDepth {
+                ready: [0, 1, 2].map(|i| q.lanes[i].len() as u64),
+                in_flight: q.pending.len() as u64,
+                delayed: q.delayed.len() as u64,
+            }))
     }
 
     async fn claim_idempotency(
@@ -246,10 +328,20 @@ impl Store for MemoryStore {
         let now = Instant::now();
         if let Some((fp, id, expires)) = g.idempotency.get(&k) {
             if *expires > now {
-                return Ok(IdempotencyClaim::Seen { fingerprint: fp.clone(), message: id.clone() });
+                return Ok(IdempotencyClaim::Seen {
+                    fingerprint: fp.clone(),
+                    message: id.clone(),
+                });
             }
         }
-        g.idempotency.insert(k, (fingerprint.to_owned(), message.clone(), now + Duration::from_secs(ttl_secs)));
+        g.idempotency.insert(
+            k,
+            (
+                fingerprint.to_owned(),
+                message.clone(),
+                now + Duration::from_secs(ttl_secs),
+            ),
+        );
         Ok(IdempotencyClaim::Fresh)
     }
 

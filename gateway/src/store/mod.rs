@@ -3,8 +3,8 @@
 //! Redis commands. `contract` holds the tests both implementations must pass.
 
 pub mod memory;
-pub mod transitions;
 pub mod redis;
+pub mod transitions;
 
 #[cfg(test)]
 pub(crate) mod contract;
@@ -13,10 +13,12 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::domain::message::MessageRecord;
-use crate::domain::{Lane, MessageError, MessageId, MessageState, NewMessage, PhoneNumberId, StatusUpdate, TenantId};
+use crate::domain::{
+    Lane, MessageError, MessageId, MessageState, NewMessage, PhoneNumberId, StatusUpdate, TenantId,
+};
 
 pub use self::memory::MemoryStore;
-
+pub use self::redis::RedisStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,8 +60,14 @@ pub enum Accepted {
 /// Result of applying a status webhook item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatusOutcome {
-    Applied { tenant: TenantId, id: MessageId, state: MessageState },
-    KeptEarly { id: MessageId },
+    Applied {
+        tenant: TenantId,
+        id: MessageId,
+        state: MessageState,
+    },
+    KeptEarly {
+        id: MessageId,
+    },
     Duplicate,
     UnknownMessage,
 }
@@ -70,7 +78,10 @@ pub enum IdempotencyClaim {
     /// First use of the key: go ahead with this message id.
     Fresh,
     /// The key was used before, for this request fingerprint and message id.
-    Seen { fingerprint: String, message: MessageId },
+    Seen {
+        fingerprint: String,
+        message: MessageId,
+    },
 }
 
 /// What the dispatcher did with a send attempt, recorded atomically with its history line.
@@ -79,7 +90,10 @@ pub enum AttemptOutcome {
     /// Meta accepted it and gave this wamid.
     Accepted { wamid: String },
     /// Ended for good: `Failed` with Meta's error, or `Expired`.
-    Ended { state: MessageState, error: Option<MessageError> },
+    Ended {
+        state: MessageState,
+        error: Option<MessageError>,
+    },
     /// Back to `queued`; it will be tried again.
     Retry { error: MessageError },
     /// Meta may or may not have it: stay `sending` and wait for its status webhook.
@@ -92,14 +106,27 @@ pub trait Store: Send + Sync + 'static {
     async fn accept(&self, msg: &NewMessage, max_queue: u64) -> Result<Accepted, StoreError>;
 
     /// A message as its tenant sees it; `None` for another tenant's id.
-    async fn message(&self, tenant: &TenantId, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
+    async fn message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError>;
 
     /// A message by its sending number (dispatcher side).
-    async fn load(&self, number: &PhoneNumberId, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
+    async fn load(
+        &self,
+        number: &PhoneNumberId,
+        id: &MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError>;
 
     /// `queued`/`sending` without a wamid → `sending`, attempts + 1. Returns the attempt number, or
     /// `None` if the record moved on (a status arrived, or it ended) and must not be sent.
-    async fn begin_attempt(&self, number: &PhoneNumberId, id: &MessageId, now_ms: i64) -> Result<Option<u32>, StoreError>;
+    async fn begin_attempt(
+        &self,
+        number: &PhoneNumberId,
+        id: &MessageId,
+        now_ms: i64,
+    ) -> Result<Option<u32>, StoreError>;
 
     /// Records what a send attempt (or a reconciliation) concluded. Returns the state after it.
     async fn finish_attempt(
@@ -111,13 +138,30 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<MessageState>, StoreError>;
 
     /// Applies a status webhook item: monotonic, idempotent, early statuses kept.
-    async fn apply_status(&self, number: &PhoneNumberId, update: &StatusUpdate) -> Result<StatusOutcome, StoreError>;
+    async fn apply_status(
+        &self,
+        number: &PhoneNumberId,
+        update: &StatusUpdate,
+    ) -> Result<StatusOutcome, StoreError>;
 
     /// Claims up to `max` new entries of one lane for `consumer`.
-    async fn claim(&self, number: &PhoneNumberId, lane: Lane, consumer: &str, max: usize) -> Result<Vec<QueueEntry>, StoreError>;
+    async fn claim(
+        &self,
+        number: &PhoneNumberId,
+        lane: Lane,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<QueueEntry>, StoreError>;
 
     /// Takes over entries claimed by any consumer and not acknowledged for `min_idle_ms`.
-    async fn reclaim(&self, number: &PhoneNumberId, lane: Lane, consumer: &str, min_idle_ms: u64, max: usize) -> Result<Vec<QueueEntry>, StoreError>;
+    async fn reclaim(
+        &self,
+        number: &PhoneNumberId,
+        lane: Lane,
+        consumer: &str,
+        min_idle_ms: u64,
+        max: usize,
+    ) -> Result<Vec<QueueEntry>, StoreError>;
 
     /// Done with the entry: acknowledge and delete it.
     async fn ack(&self, entry: &QueueEntry) -> Result<(), StoreError>;
@@ -126,7 +170,12 @@ pub trait Store: Send + Sync + 'static {
     async fn defer(&self, entry: &QueueEntry, due_ms: i64) -> Result<(), StoreError>;
 
     /// Moves scheduled messages that are due back into their lanes. Returns how many moved.
-    async fn promote_due(&self, number: &PhoneNumberId, now_ms: i64, max: usize) -> Result<usize, StoreError>;
+    async fn promote_due(
+        &self,
+        number: &PhoneNumberId,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<usize, StoreError>;
 
     /// The earliest scheduled time on this number, if any.
     async fn next_due(&self, number: &PhoneNumberId) -> Result<Option<i64>, StoreError>;

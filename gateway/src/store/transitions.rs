@@ -2,7 +2,9 @@
 //! changed. The Redis store runs the same rules inside Lua for atomicity; the contract tests hold
 //! both to them.
 
-use crate::domain::message::{decide_status, state_after_accept, MessageRecord, StatusDecision, TimelineEvent};
+use crate::domain::message::{
+    decide_status, state_after_accept, MessageRecord, StatusDecision, TimelineEvent,
+};
 use crate::domain::{MessageState, StatusUpdate};
 
 use super::AttemptOutcome;
@@ -30,7 +32,11 @@ pub fn begin_attempt(rec: &mut MessageRecord, now_ms: i64) -> Option<u32> {
 
 /// Applies a send attempt's conclusion; returns the resulting state, or `None` if the record had
 /// already moved on and nothing changed.
-pub fn finish_attempt(rec: &mut MessageRecord, outcome: &AttemptOutcome, now_ms: i64) -> Option<MessageState> {
+pub fn finish_attempt(
+    rec: &mut MessageRecord,
+    outcome: &AttemptOutcome,
+    now_ms: i64,
+) -> Option<MessageState> {
     if rec.state.left_gateway() {
         return None;
     }
@@ -42,7 +48,12 @@ pub fn finish_attempt(rec: &mut MessageRecord, outcome: &AttemptOutcome, now_ms:
             rec.state = state_after_accept(rec.early);
             push(rec, now_ms, "accepted", rec.wamid.clone());
             if rec.state != MessageState::Accepted {
-                push(rec, now_ms, rec.state.as_str(), Some("status received while sending".into()));
+                push(
+                    rec,
+                    now_ms,
+                    rec.state.as_str(),
+                    Some("status received while sending".into()),
+                );
             }
         }
         AttemptOutcome::Ended { state, error } => {
@@ -56,7 +67,12 @@ pub fn finish_attempt(rec: &mut MessageRecord, outcome: &AttemptOutcome, now_ms:
         AttemptOutcome::Retry { error } => {
             rec.state = MessageState::Queued;
             rec.error = Some(error.clone());
-            push(rec, now_ms, "retry", Some(format!("({}) {}", error.code, error.detail)));
+            push(
+                rec,
+                now_ms,
+                "retry",
+                Some(format!("({}) {}", error.code, error.detail)),
+            );
         }
         AttemptOutcome::Unknown { error } => {
             rec.error = Some(error.clone());
@@ -64,7 +80,10 @@ pub fn finish_attempt(rec: &mut MessageRecord, outcome: &AttemptOutcome, now_ms:
                 rec,
                 now_ms,
                 "outcome-unknown",
-                Some(format!("({}) {}: waiting for a status", error.code, error.detail)),
+                Some(format!(
+                    "({}) {}: waiting for a status",
+                    error.code, error.detail
+                )),
             );
         }
     }
@@ -83,7 +102,10 @@ pub fn apply_status(rec: &mut MessageRecord, update: &StatusUpdate) -> StatusDec
             if rec.wamid.is_none() {
                 rec.wamid = Some(update.wamid.clone());
             }
-            let detail = update.error.as_ref().map(|e| format!("({}) {}", e.code, e.detail));
+            let detail = update
+                .error
+                .as_ref()
+                .map(|e| format!("({}) {}", e.code, e.detail));
             push(rec, update.at_ms, state.as_str(), detail);
         }
         StatusDecision::KeepEarly(state) => {
@@ -94,7 +116,12 @@ pub fn apply_status(rec: &mut MessageRecord, update: &StatusUpdate) -> StatusDec
             if state == MessageState::Failed {
                 rec.error = update.error.clone();
             }
-            push(rec, update.at_ms, format!("early-{}", update.state.as_str()), None);
+            push(
+                rec,
+                update.at_ms,
+                format!("early-{}", update.state.as_str()),
+                None,
+            );
         }
         StatusDecision::Ignore => {}
     }

@@ -1,0 +1,183 @@
+//! `GET/POST /webhooks/whatsapp`: the verification handshake and Meta's deliveries.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use whatsapp_cloud::signature::{verify, verify_subscription, SIGNATURE_HEADER};
+use whatsapp_cloud::wire::{Change, Status, StatusKind, WebhookEnvelope};
+
+use super::body::read_bounded;
+use super::problem::Problem;
+use super::AppState;
+use crate::domain::{MessageError, MessageId, MessageState, PhoneNumberId, StatusUpdate};
+use crate::store::StatusOutcome;
+
+#[derive(Debug, Deserialize)]
+pub struct VerifyQuery {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+pub async fn verify_get(
+    query: web::Query<VerifyQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    match verify_subscription(
+        query.mode.as_deref(),
+        query.token.as_deref(),
+        query.challenge.as_deref(),
+        &state.settings.meta.webhook_verify_token,
+    ) {
+        Some(challenge) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(challenge.to_owned()),
+        None => HttpResponse::Forbidden().finish(),
+    }
+}
+
+/// Maps a status item to the domain; `None` for kinds the outbox does not track.
+fn status_update(s: &Status) -> Option<StatusUpdate> {
+    let state = match s.status {
+        StatusKind::Sent => MessageState::Sent,
+        StatusKind::Delivered => MessageState::Delivered,
+        StatusKind::Read | StatusKind::Played => MessageState::Read,
+        StatusKind::Failed => MessageState::Failed,
+        StatusKind::Deleted | StatusKind::Unknown => return None,
+    };
+    let error = s.errors.first().map(|e| MessageError {
+        code: e.code,
+        title: e.title.clone(),
+        detail: e.text().to_owned(),
+    });
+    Some(StatusUpdate {
+        wamid: s.id.clone(),
+        state,
+        at_ms: s.unix_seconds().unwrap_or(0) * 1000,
+        message: s
+            .biz_opaque_callback_data
+            .as_deref()
+            .and_then(|d| MessageId::parse_issued(d).ok()),
+        error,
+    })
+}
+
+pub async fn receive(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let started = std::time::Instant::now();
+    let metrics = &state.metrics;
+    let body = read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
+    let envelope: WebhookEnvelope = serde_json::from_slice(&body).map_err(|e| {
+        metrics.webhooks.with_label_values(&["bad-payload"]).inc();
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-webhook",
+            "Not a webhook envelope",
+            e.to_string(),
+        )
+    })?;
+
+    // The app secret belongs to the clinic the delivery is about (its number or WABA).
+    let mut secrets: Vec<&str> = Vec::new();
+    for entry in &envelope.entry {
+        let clinic_by_waba = state.tenants.by_waba(&entry.id);
+        for change in &entry.changes {
+            let clinic = match change {
+                Change::Messages(v) => PhoneNumberId::parse(&v.metadata.phone_number_id)
+                    .ok()
+                    .and_then(|n| state.tenants.by_number(&n)),
+                _ => clinic_by_waba,
+            };
+            if let Some(c) = clinic {
+                let s = c.app_secret.expose();
+                if !secrets.contains(&s) {
+                    secrets.push(s);
+                }
+            }
+        }
+    }
+    let signature = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let verified = !secrets.is_empty()
+        && secrets
+            .iter()
+            .all(|s| verify(s.as_bytes(), &body, signature).is_ok());
+    if !verified {
+        metrics.webhooks.with_label_values(&["bad-signature"]).inc();
+        return Err(Problem::unauthorized(
+            "X-Hub-Signature-256 does not verify for this business account",
+        ));
+    }
+
+    let mut results: HashMap<&'static str, u64> = HashMap::new();
+    for change in envelope.changes() {
+        match change {
+            Change::Messages(v) => {
+                let Ok(number) = PhoneNumberId::parse(&v.metadata.phone_number_id) else {
+                    continue;
+                };
+                for s in &v.statuses {
+                    let Some(update) = status_update(s) else {
+                        *results.entry("ignored").or_default() += 1;
+                        continue;
+                    };
+                    let outcome =
+                        state
+                            .store
+                            .apply_status(&number, &update)
+                            .await
+                            .map_err(|e| {
+                                metrics.webhooks.with_label_values(&["error"]).inc();
+                                // Not 200: Meta delivers again, and applying is idempotent.
+                                Problem::from(e)
+                            })?;
+                    let label = match outcome {
+                        StatusOutcome::Applied { .. } => "applied",
+                        StatusOutcome::KeptEarly { .. } => "early",
+                        StatusOutcome::Duplicate => "duplicate",
+                        StatusOutcome::UnknownMessage => "unknown",
+                    };
+                    *results.entry(label).or_default() += 1;
+                }
+                for m in &v.messages {
+                    let kind = serde_json::to_value(m.kind)
+                        .ok()
+                        .and_then(|k| k.as_str().map(str::to_owned))
+                        .unwrap_or_else(|| "unknown".into());
+                    metrics.inbound.with_label_values(&[&kind]).inc();
+                }
+            }
+            Change::MessageTemplateStatusUpdate(u) => {
+                tracing::info!(template = %u.message_template_name, language = %u.message_template_language, event = ?u.event, "template status update");
+            }
+            Change::TemplateCategoryUpdate(u) => {
+                tracing::info!(template = %u.message_template_name, new = ?u.new_category, "template category update");
+            }
+            Change::PhoneNumberQualityUpdate(u) => {
+                tracing::info!(event = %u.event, limit = ?u.max_daily_conversations_per_business, "phone number quality update");
+            }
+            Change::Other { field, .. } => {
+                tracing::debug!(field = %field, "webhook field not handled")
+            }
+        }
+    }
+    for (label, n) in results {
+        metrics.statuses.with_label_values(&[label]).inc_by(n);
+    }
+    metrics.webhooks.with_label_values(&["ok"]).inc();
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "webhook applied"
+    );
+    Ok(HttpResponse::Ok().finish())
+}

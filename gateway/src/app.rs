@@ -1,0 +1,208 @@
+//! Builds and runs the node: store, dispatchers, HTTP server; drains on shutdown.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, Service};
+use actix_web::{web, App, HttpServer};
+use futures::FutureExt;
+use whatsapp_cloud::{ClientConfig, GraphClient};
+
+use crate::api::{self, AppState};
+use crate::config::{Settings, StoreKind};
+use crate::dispatch::{DispatchDeps, Dispatchers};
+use crate::domain::Lane;
+use crate::metrics::Metrics;
+use crate::store::{MemoryStore, RedisStore, Store};
+use crate::tenants::Tenants;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("could not bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("Meta client: {0}")]
+    Client(#[from] whatsapp_cloud::ClientError),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    dispatchers: Arc<Dispatchers>,
+    store: Arc<dyn Store>,
+    shutdown_grace: Duration,
+}
+
+pub async fn build_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError> {
+    Ok(match settings.store.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Redis => Arc::new(RedisStore::connect(
+            &settings.redis.url,
+            &settings.redis.key_prefix,
+            settings.redis.pool_size,
+        )?),
+    })
+}
+
+impl Application {
+    /// Binds `server.bind` (port 0 picks a free port) and starts everything.
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        let addr = settings.server.bind;
+        let listener = TcpListener::bind(addr).map_err(|source| AppError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let store = build_store(&settings).await?;
+        Self::build_with(settings, listener, store).await
+    }
+
+    /// Starts on an already bound listener and store (the demo and tests wire these themselves).
+    pub async fn build_with(
+        settings: Settings,
+        listener: TcpListener,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, AppError> {
+        let port = listener.local_addr()?.port();
+        let settings = Arc::new(settings);
+        let metrics = Metrics::new();
+        let tenants = Arc::new(Tenants::from_config(&settings.clinics));
+        let client = GraphClient::new(ClientConfig {
+            base_url: settings.meta.base_url.clone(),
+            api_version: settings.meta.api_version.clone(),
+            connect_timeout: Duration::from_millis(settings.meta.connect_timeout_ms),
+            request_timeout: settings.request_timeout(),
+            ..ClientConfig::default()
+        })?;
+        let node_id = format!("node-{}", ulid::Ulid::new());
+        let dispatchers = Arc::new(Dispatchers::start(
+            &tenants,
+            DispatchDeps {
+                store: store.clone(),
+                client,
+                metrics: metrics.clone(),
+                settings: settings.dispatch.clone(),
+                node_id,
+            },
+        ));
+        spawn_depth_sampler(store.clone(), tenants.clone(), metrics.clone());
+
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            tenants,
+            dispatchers: dispatchers.clone(),
+            metrics: metrics.clone(),
+            settings: settings.clone(),
+        });
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
+            let metrics = metrics.clone();
+            App::new()
+                .app_data(state.clone())
+                .wrap_fn(move |req, srv| {
+                    // Counted by route pattern, never by raw path: ids would explode the labels.
+                    let started = std::time::Instant::now();
+                    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                    let metrics = metrics.clone();
+                    srv.call(req).map(move |res| {
+                        let status = match &res {
+                            Ok(r) => r.status().as_u16(),
+                            Err(e) => e.as_response_error().status_code().as_u16(),
+                        };
+                        let class = format!("{}xx", status / 100);
+                        metrics
+                            .api_requests
+                            .with_label_values(&[&route, &class])
+                            .inc();
+                        metrics
+                            .api_latency
+                            .with_label_values(&[&route])
+                            .observe(started.elapsed().as_secs_f64());
+                        res
+                    })
+                })
+                .configure(api::routes)
+        })
+        .workers(workers)
+        .shutdown_timeout(settings.server.shutdown_grace_secs)
+        .listen(listener)?
+        .run();
+        tracing::info!(port, "clinic gateway listening");
+        Ok(Self {
+            port,
+            server,
+            dispatchers,
+            store,
+            shutdown_grace: Duration::from_secs(settings.server.shutdown_grace_secs),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM (or the handle stops it), then drains in-flight sends.
+    pub async fn run_until_stopped(self) -> Result<(), AppError> {
+        self.server.await?;
+        tracing::info!("HTTP server stopped; draining dispatchers");
+        self.dispatchers.drain(self.shutdown_grace).await;
+        tracing::info!("drained");
+        Ok(())
+    }
+}
+
+/// Refreshes the queue-depth gauges every few seconds, summed over all numbers.
+fn spawn_depth_sampler(store: Arc<dyn Store>, tenants: Arc<Tenants>, metrics: Metrics) {
+    actix::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let mut ready = [0i64; 3];
+            let (mut in_flight, mut delayed) = (0i64, 0i64);
+            for clinic in tenants.all() {
+                for n in &clinic.numbers {
+                    if let Ok(d) = store.depth(&n.id).await {
+                        for (i, r) in d.ready.iter().enumerate() {
+                            ready[i] += *r as i64;
+                        }
+                        in_flight += d.in_flight as i64;
+                        delayed += d.delayed as i64;
+                    }
+                }
+            }
+            for lane in Lane::ALL {
+                metrics
+                    .queue_depth
+                    .with_label_values(&[lane.as_str()])
+                    .set(ready[lane.index()]);
+            }
+            metrics
+                .queue_depth
+                .with_label_values(&["in_flight"])
+                .set(in_flight);
+            metrics
+                .queue_depth
+                .with_label_values(&["delayed"])
+                .set(delayed);
+        }
+    });
+}

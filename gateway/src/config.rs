@@ -1,0 +1,280 @@
+//! Settings: defaults embedded from `config/default.toml`, then `--config FILE`, then
+//! `CLINIC_GATEWAY__SECTION__KEY` environment variables. Validated once at start-up.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{PhoneNumberId, TenantId};
+
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub redis: RedisSettings,
+    pub meta: MetaSettings,
+    pub dispatch: DispatchSettings,
+    pub idempotency: IdempotencySettings,
+    #[serde(default)]
+    pub clinics: Vec<ClinicConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub max_message_bytes: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Redis,
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RedisSettings {
+    pub url: String,
+    pub key_prefix: String,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MetaSettings {
+    pub base_url: String,
+    pub api_version: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub webhook_verify_token: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DispatchSettings {
+    pub arbiters: usize,
+    pub max_in_flight: usize,
+    pub batch: usize,
+    pub tier_headroom: f64,
+    pub low_lane_every: u32,
+    pub status_grace_ms: u64,
+    pub reclaim_idle_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub max_attempts: u32,
+    pub pair_period_ms: u64,
+    pub pair_burst: u32,
+    pub idle_poll_ms: u64,
+    pub max_queue: u64,
+    pub default_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct IdempotencySettings {
+    pub ttl_secs: u64,
+}
+
+/// A clinic defined in the config file (static bootstrap for small deployments).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ClinicConfig {
+    pub id: TenantId,
+    #[serde(default)]
+    pub name: String,
+    /// SHA-256 (hex) of the clinic's API key: the key itself is never stored.
+    pub api_key_sha256: String,
+    #[serde(default = "default_country_code")]
+    pub default_country_code: String,
+    #[serde(default)]
+    pub waba_id: String,
+    /// Meta app secret: verifies this clinic's webhooks. Never logged or returned.
+    pub app_secret: String,
+    /// Meta access token for this clinic's WABA. Never logged or returned.
+    pub access_token: String,
+    pub numbers: Vec<NumberConfig>,
+}
+
+fn default_country_code() -> String {
+    "91".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct NumberConfig {
+    pub phone_number_id: PhoneNumberId,
+    #[serde(default)]
+    pub display: String,
+    /// Meta throughput tier in messages/s (20, 80 or 1000); 0 = unlimited (sandbox benchmarks).
+    pub tier_mps: u32,
+}
+
+impl Settings {
+    /// Embedded defaults → optional file → environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(
+            Env::prefixed("CLINIC_GATEWAY__")
+                .split("__")
+                .lowercase(true),
+        );
+        let settings: Settings = fig.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Defaults only (tests build on this).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .map_err(Box::new)?;
+        Ok(settings)
+    }
+
+    /// Refuses values that cannot work or that would break a promise (duplicates, Meta errors).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let d = &self.dispatch;
+        if !(0.1..=1.0).contains(&d.tier_headroom) {
+            return bad(format!(
+                "dispatch.tier_headroom must be within 0.1..=1.0, got {}",
+                d.tier_headroom
+            ));
+        }
+        if d.max_in_flight == 0 || d.batch == 0 {
+            return bad("dispatch.max_in_flight and dispatch.batch must be at least 1".into());
+        }
+        if d.reclaim_idle_ms <= self.meta.request_timeout_ms {
+            return bad(format!(
+                "dispatch.reclaim_idle_ms ({}) must exceed meta.request_timeout_ms ({}): otherwise a send still in flight is taken over and sent twice",
+                d.reclaim_idle_ms, self.meta.request_timeout_ms
+            ));
+        }
+        if d.status_grace_ms < 1_000 {
+            return bad("dispatch.status_grace_ms must be at least 1000: Meta's status webhooks need time to arrive".into());
+        }
+        if d.retry_base_ms == 0 || d.retry_max_ms < d.retry_base_ms {
+            return bad("dispatch.retry_base_ms must be > 0 and <= dispatch.retry_max_ms".into());
+        }
+        if d.max_attempts == 0 {
+            return bad("dispatch.max_attempts must be at least 1".into());
+        }
+        if d.pair_burst == 0 || d.pair_period_ms == 0 {
+            return bad("dispatch.pair_burst and dispatch.pair_period_ms must be positive".into());
+        }
+        if self.server.max_message_bytes > self.server.max_body_bytes {
+            return bad("server.max_message_bytes must not exceed server.max_body_bytes".into());
+        }
+        if url::Url::parse(&self.meta.base_url).is_err() {
+            return bad(format!(
+                "meta.base_url is not a URL: {}",
+                self.meta.base_url
+            ));
+        }
+        if self.store.kind == StoreKind::Redis && !self.redis.url.starts_with("redis") {
+            return bad(format!(
+                "redis.url must start with redis:// or rediss://, got {}",
+                self.redis.url
+            ));
+        }
+        let mut seen_numbers = std::collections::HashSet::new();
+        let mut seen_ids = std::collections::HashSet::new();
+        for c in &self.clinics {
+            if !seen_ids.insert(c.id.clone()) {
+                return bad(format!("clinic {} is defined twice", c.id));
+            }
+            if c.api_key_sha256.len() != 64 || hex::decode(&c.api_key_sha256).is_err() {
+                return bad(format!(
+                    "clinic {}: api_key_sha256 must be 64 hex digits (the SHA-256 of the key)",
+                    c.id
+                ));
+            }
+            if c.app_secret.is_empty() || c.access_token.is_empty() {
+                return bad(format!(
+                    "clinic {}: app_secret and access_token are required",
+                    c.id
+                ));
+            }
+            if c.numbers.is_empty() {
+                return bad(format!(
+                    "clinic {}: at least one business number is required",
+                    c.id
+                ));
+            }
+            for n in &c.numbers {
+                if !seen_numbers.insert(n.phone_number_id.clone()) {
+                    return bad(format!(
+                        "phone number {} belongs to more than one clinic",
+                        n.phone_number_id
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.meta.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let s = Settings::defaults().unwrap_or_else(|e| panic!("{e}"));
+        s.validate().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.store.kind, StoreKind::Redis);
+    }
+
+    #[test]
+    fn dangerous_combinations_are_refused_with_a_reason() {
+        let mut s = Settings::defaults().unwrap_or_else(|e| panic!("{e}"));
+        s.dispatch.reclaim_idle_ms = s.meta.request_timeout_ms;
+        let err = s.validate().map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("reclaim_idle_ms"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "gw.toml",
+                "[redis]\nkey_prefix = \"from_file\"\npool_size = 7\n",
+            )?;
+            jail.set_env("CLINIC_GATEWAY__REDIS__KEY_PREFIX", "from_env");
+            let s = Settings::load(Some(Path::new("gw.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.redis.key_prefix, "from_env");
+            assert_eq!(s.redis.pool_size, 7);
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,239 @@
+//! One claimed queue entry: decide, pace, send, record, acknowledge.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use tokio::sync::OwnedSemaphorePermit;
+use whatsapp_cloud::wire::OutgoingMessage;
+use whatsapp_cloud::ClientError;
+
+use super::dispatcher::Core;
+use crate::clock::now_ms;
+use crate::domain::message::{decide_send, MessageRecord, SendDecision};
+use crate::domain::{MessageError, MessageState};
+use crate::retry::{Next, SendFailure};
+use crate::store::{AttemptOutcome, QueueEntry};
+
+pub(super) async fn process(core: Rc<Core>, entry: QueueEntry, _permit: OwnedSemaphorePermit) {
+    let store = &core.deps.store;
+    let record = match store.load(&entry.number, &entry.message).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            tracing::warn!(message = %entry.message, "queue entry without a record; dropping it");
+            ack(&core, &entry).await;
+            return;
+        }
+        // Left unacknowledged: it is reclaimed and decided again later.
+        Err(e) => {
+            return tracing::warn!(message = %entry.message, error = %e, "could not load record")
+        }
+    };
+    let grace = core.deps.settings.status_grace_ms as i64;
+    match decide_send(&record, now_ms(), grace) {
+        SendDecision::AlreadyDone => ack(&core, &entry).await,
+        SendDecision::ResolveFromStatus => {
+            let wamid = record.wamid.clone().unwrap_or_default();
+            finish(&core, &entry, AttemptOutcome::Accepted { wamid }).await;
+            core.deps
+                .metrics
+                .sends
+                .with_label_values(&["accepted"])
+                .inc();
+            ack(&core, &entry).await;
+        }
+        SendDecision::WaitForStatus { until_ms } => defer(&core, &entry, until_ms).await,
+        SendDecision::Expire => {
+            let outcome = AttemptOutcome::Ended {
+                state: MessageState::Expired,
+                error: None,
+            };
+            finish(&core, &entry, outcome).await;
+            core.deps
+                .metrics
+                .sends
+                .with_label_values(&["expired"])
+                .inc();
+            ack(&core, &entry).await;
+        }
+        SendDecision::Send => send(&core, &entry, record).await,
+    }
+}
+
+async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
+    let msg = &record.message;
+    if let Err(wait) = core.pacer.check_recipient(msg.to.digits()) {
+        // Pair rate: this recipient waits, the lane goes on.
+        let due = now_ms() + wait.as_millis() as i64;
+        return defer(core, entry, due).await;
+    }
+    core.wait_if_paused().await;
+    core.pacer.until_tier_ready().await;
+    if core.draining.get() {
+        // Hand it back untouched: the next start sends it.
+        return defer(core, entry, now_ms()).await;
+    }
+    let store = &core.deps.store;
+    let attempt = match store
+        .begin_attempt(&entry.number, &entry.message, now_ms())
+        .await
+    {
+        Ok(Some(n)) => n,
+        Ok(None) => return ack(core, entry).await,
+        Err(e) => {
+            return tracing::warn!(message = %entry.message, error = %e, "could not start attempt")
+        }
+    };
+    if attempt == 1 {
+        let waited = (now_ms() - msg.created_ms).max(0) as f64 / 1000.0;
+        core.deps
+            .metrics
+            .queue_wait
+            .with_label_values(&[msg.lane.as_str()])
+            .observe(waited);
+    }
+    let mut out = OutgoingMessage::new(msg.to.as_str(), msg.content.clone());
+    out.biz_opaque_callback_data = Some(msg.id.to_string());
+
+    let started = Instant::now();
+    let result = core
+        .deps
+        .client
+        .send_message(core.token.expose(), entry.number.as_str(), &out)
+        .await;
+    let result_label = match &result {
+        Ok(_) => "ok",
+        Err(e) if e.outcome_unknown() => "unknown",
+        Err(_) => "error",
+    };
+    core.deps
+        .metrics
+        .meta_latency
+        .with_label_values(&["send", result_label])
+        .observe(started.elapsed().as_secs_f64());
+
+    let failure = match result {
+        Ok(resp) => match resp.wamid() {
+            Some(wamid) => {
+                let outcome = AttemptOutcome::Accepted {
+                    wamid: wamid.to_owned(),
+                };
+                finish(core, entry, outcome).await;
+                core.deps
+                    .metrics
+                    .sends
+                    .with_label_values(&["accepted"])
+                    .inc();
+                tracing::debug!(message = %msg.id, to = %msg.to, attempt, "accepted by Meta");
+                return ack(core, entry).await;
+            }
+            // A 200 without a wamid cannot be correlated: treat it like a lost answer.
+            None => (
+                SendFailure::Ambiguous,
+                gateway_error(0, "Meta answered without a message id"),
+            ),
+        },
+        Err(e) => classify_failure(&e),
+    };
+
+    let next = core
+        .policy
+        .after_failure(&failure.0, attempt, rand::random::<f64>());
+    let error = failure.1;
+    tracing::info!(message = %msg.id, to = %msg.to, attempt, code = error.code, next = ?next, "send attempt failed");
+    match next {
+        Next::Retry {
+            delay,
+            pause_number,
+        } => {
+            if let Some(p) = pause_number {
+                core.pause(p);
+            }
+            finish(core, entry, AttemptOutcome::Retry { error }).await;
+            core.deps
+                .metrics
+                .sends
+                .with_label_values(&["retried"])
+                .inc();
+            defer(core, entry, now_ms() + delay.as_millis() as i64).await;
+        }
+        Next::AwaitStatus { delay } => {
+            finish(core, entry, AttemptOutcome::Unknown { error }).await;
+            core.deps
+                .metrics
+                .sends
+                .with_label_values(&["unknown"])
+                .inc();
+            defer(core, entry, now_ms() + delay.as_millis() as i64).await;
+        }
+        Next::Fail => {
+            let outcome = AttemptOutcome::Ended {
+                state: MessageState::Failed,
+                error: Some(error),
+            };
+            finish(core, entry, outcome).await;
+            core.deps.metrics.sends.with_label_values(&["failed"]).inc();
+            ack(core, entry).await;
+        }
+    }
+}
+
+/// Maps a client error to the retry policy's view and the error the clinic will see.
+fn classify_failure(e: &ClientError) -> (SendFailure, MessageError) {
+    match e {
+        ClientError::Api { error, .. } => (
+            SendFailure::Meta { code: error.code },
+            MessageError {
+                code: error.code,
+                title: whatsapp_cloud::errors::title(error.code).to_owned(),
+                detail: error.text().to_owned(),
+            },
+        ),
+        ClientError::Http { status, .. } => (
+            SendFailure::Http { status: *status },
+            gateway_error(i64::from(*status), &format!("HTTP {status} from Meta")),
+        ),
+        ClientError::Connect(m) => (SendFailure::Connect, gateway_error(0, m)),
+        ClientError::Timeout | ClientError::Transport(_) => {
+            (SendFailure::Ambiguous, gateway_error(0, &e.to_string()))
+        }
+        ClientError::Decode(m) | ClientError::Request(m) => {
+            (SendFailure::Ambiguous, gateway_error(0, m))
+        }
+    }
+}
+
+fn gateway_error(code: i64, detail: &str) -> MessageError {
+    MessageError {
+        code,
+        title: "gateway".into(),
+        detail: detail.to_owned(),
+    }
+}
+
+async fn finish(core: &Core, entry: &QueueEntry, outcome: AttemptOutcome) {
+    if let Err(e) = core
+        .deps
+        .store
+        .finish_attempt(&entry.number, &entry.message, &outcome, now_ms())
+        .await
+    {
+        tracing::error!(message = %entry.message, error = %e, "could not record attempt outcome");
+    }
+}
+
+async fn ack(core: &Core, entry: &QueueEntry) {
+    if let Err(e) = core.deps.store.ack(entry).await {
+        // Unacknowledged entries are reclaimed and found already done: nothing is sent twice.
+        tracing::warn!(message = %entry.message, error = %e, "ack failed");
+    }
+}
+
+async fn defer(core: &Core, entry: &QueueEntry, due_ms: i64) {
+    if let Err(e) = core.deps.store.defer(entry, due_ms).await {
+        tracing::warn!(message = %entry.message, error = %e, "defer failed; entry will be reclaimed");
+    }
+    // Sleep-free wake so the loop notices a near due time.
+    if due_ms <= now_ms() + 5 {
+        core.wake.notify_one();
+    }
+}

@@ -1,1 +1,0 @@
-//! Redis store: written by the store work package.

@@ -1,0 +1,860 @@
+//! Redis store: the system of record.
+//!
+//! Layout (see [`keys`]): per business number, under the hash tag `{n:<pnid>}`, a record hash, a
+//! timeline list, a wamid index, three lane streams with the consumer group `dispatch` and a
+//! delayed sorted set; per tenant, under `{t:<tenant>}`, a pointer to the number of each message
+//! and the idempotency keys. Every script touches the keys of one hash tag only.
+//!
+//! Record transitions (`begin_attempt`, `finish_attempt`, `apply_status`) run the very functions of
+//! [`transitions`] in Rust on the record as read, then commit the result with a compare-and-set
+//! script on the record's version (`ver`), retrying on a concurrent change. So both stores share
+//! one implementation of the rules and Lua holds no state-machine logic; the write itself is one
+//! atomic script (fields, timeline lines, wamid index, TTL).
+
+mod keys;
+mod reply;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::{AsyncConnectionConfig, Value};
+use async_trait::async_trait;
+use deadpool_redis::{Manager, Pool, Runtime};
+
+use self::keys::{delayed_member, Keys, GROUP};
+use self::reply::{corrupt, int, items, pairs, stream_entry, text, xread_entries};
+use self::scripts::Scripts;
+use super::{
+    transitions, Accepted, AttemptOutcome, IdempotencyClaim, QueueDepth, QueueEntry, StatusOutcome,
+    Store, StoreError,
+};
+use crate::domain::message::{MessageRecord, StatusDecision};
+use crate::domain::{
+    Lane, MessageError, MessageId, MessageState, NewMessage, PhoneNumberId, StatusUpdate, TenantId,
+    TimelineEvent,
+};
+
+/// How long terminal records, their timelines and the wamid index are kept (30 days).
+pub const TERMINAL_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// Response and connect timeout of every pooled connection. None of the store's commands block.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Compare-and-set attempts before a transition gives up as unavailable.
+const CAS_RETRIES: usize = 32;
+
+/// XAUTOCLAIM round trips per `reclaim` call (each scans a bounded part of the pending list).
+const RECLAIM_ROUNDS: usize = 64;
+
+/// Redis implementation of [`Store`]. Cheap to clone; all clones share one connection pool.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    keys: Keys,
+    scripts: Scripts,
+    terminal_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("keys", &self.inner.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: ::redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+fn json_err(key: &str, what: &str, e: serde_json::Error) -> StoreError {
+    corrupt(key, format!("{what}: {e}"))
+}
+
+/// The record's mutable fields as written to its hash. `None` fields are deleted.
+fn mutable_fields(
+    rec: &MessageRecord,
+) -> Result<(Vec<(&'static str, String)>, Vec<&'static str>), StoreError> {
+    let mut set = vec![
+        ("state", rec.state.as_str().to_owned()),
+        ("attempts", rec.attempts.to_string()),
+    ];
+    let mut del = Vec::new();
+    let mut opt = |name: &'static str, v: Option<String>| match v {
+        Some(v) => set.push((name, v)),
+        None => del.push(name),
+    };
+    opt("wamid", rec.wamid.clone());
+    opt("early", rec.early.map(|s| s.as_str().to_owned()));
+    opt("started", rec.send_started_ms.map(|v| v.to_string()));
+    let error = match &rec.error {
+        Some(e) => Some(
+            serde_json::to_string(e)
+                .map_err(|e| StoreError::Unavailable(format!("encoding an error: {e}")))?,
+        ),
+        None => None,
+    };
+    opt("error", error);
+    Ok((set, del))
+}
+
+/// Rebuilds a record from its hash fields and timeline lines. `Ok(None)` if the hash is empty.
+fn record_from(
+    key: &str,
+    fields: Vec<(String, String)>,
+    timeline: &[String],
+) -> Result<Option<(MessageRecord, String)>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut msg = None;
+    let mut state = None;
+    let mut attempts = None;
+    let mut ver = None;
+    let mut wamid = None;
+    let mut early = None;
+    let mut error = None;
+    let mut started = None;
+    for (k, v) in fields {
+        match k.as_str() {
+            "msg" => {
+                msg = Some(
+                    serde_json::from_str::<NewMessage>(&v)
+                        .map_err(|e| json_err(key, "field msg", e))?,
+                )
+            }
+            "state" => {
+                state = Some(
+                    MessageState::parse(&v)
+                        .ok_or_else(|| corrupt(key, format!("unknown state {v:?}")))?,
+                )
+            }
+            "attempts" => {
+                attempts = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| corrupt(key, format!("attempts {v:?}")))?,
+                )
+            }
+            "ver" => ver = Some(v),
+            "wamid" => wamid = Some(v),
+            "early" => {
+                early = Some(
+                    MessageState::parse(&v)
+                        .ok_or_else(|| corrupt(key, format!("unknown early state {v:?}")))?,
+                )
+            }
+            "error" => {
+                error = Some(
+                    serde_json::from_str::<MessageError>(&v)
+                        .map_err(|e| json_err(key, "field error", e))?,
+                )
+            }
+            "started" => {
+                started = Some(
+                    v.parse::<i64>()
+                        .map_err(|_| corrupt(key, format!("started {v:?}")))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    let (Some(message), Some(state), Some(ver)) = (msg, state, ver) else {
+        return Err(corrupt(key, "missing msg, state or ver"));
+    };
+    let timeline = timeline
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<TimelineEvent>(line)
+                .map_err(|e| json_err(key, "timeline line", e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rec = MessageRecord {
+        message,
+        state,
+        attempts: attempts.unwrap_or(0),
+        wamid,
+        error,
+        send_started_ms: started,
+        early,
+        timeline,
+    };
+    Ok(Some((rec, ver)))
+}
+
+/// The outcome of one compare-and-set.
+enum Cas {
+    Written,
+    Conflict,
+    Gone,
+}
+
+impl RedisStore {
+    /// A store on `url` (`redis://…`, `rediss://…`, `unix://…`) whose keys all start with
+    /// `key_prefix` (may be empty; must not contain `{` or `}`, which would break the hash tags).
+    /// Connections are opened lazily; call [`Store::ping`] to check the server answers.
+    pub fn connect(
+        url: &str,
+        key_prefix: &str,
+        pool_size: usize,
+    ) -> Result<RedisStore, StoreError> {
+        if key_prefix.contains(['{', '}']) {
+            return Err(StoreError::Unavailable(format!(
+                "key prefix {key_prefix:?} must not contain braces"
+            )));
+        }
+        let conn_config = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(IO_TIMEOUT))
+            .set_connection_timeout(Some(IO_TIMEOUT));
+        let manager = Manager::new_with_config(url, conn_config).map_err(unavailable)?;
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(IO_TIMEOUT))
+            .create_timeout(Some(IO_TIMEOUT))
+            .recycle_timeout(Some(IO_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("redis pool: {e}")))?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                pool,
+                keys: Keys::new(key_prefix),
+                scripts: Scripts::new(),
+                terminal_ttl_secs: TERMINAL_TTL_SECS,
+            }),
+        })
+    }
+
+    /// Overrides how long terminal records and index keys live (default [`TERMINAL_TTL_SECS`]).
+    pub fn with_terminal_ttl(self, secs: u64) -> RedisStore {
+        let inner = Inner {
+            pool: self.inner.pool.clone(),
+            keys: self.inner.keys.clone(),
+            scripts: Scripts::new(),
+            terminal_ttl_secs: secs.max(1),
+        };
+        RedisStore {
+            inner: Arc::new(inner),
+        }
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis pool: {e}")))
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The record's hash fields only (no timeline), with its version, for a transition.
+    async fn load_fields(
+        &self,
+        number: &PhoneNumberId,
+        id: &MessageId,
+    ) -> Result<Option<(MessageRecord, String)>, StoreError> {
+        let key = self.keys().record(number, id);
+        let mut c = self.conn().await?;
+        let v: Value = ::redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let fields =
+            pairs(&v).ok_or_else(|| corrupt(&key, "HGETALL reply is not field/value pairs"))?;
+        record_from(&key, fields, &[])
+    }
+
+    /// Writes `rec` (read at version `ver`, timeline empty then) back: its mutable fields, the
+    /// timeline lines the transition pushed, the wamid index (`index`), and a TTL when terminal.
+    async fn commit(
+        &self,
+        rec: &MessageRecord,
+        ver: &str,
+        index: Option<&str>,
+    ) -> Result<Cas, StoreError> {
+        let number = &rec.message.number;
+        let id = &rec.message.id;
+        let key = self.keys().record(number, id);
+        let (set, del) = mutable_fields(rec)?;
+        let ttl = self.inner.terminal_ttl_secs;
+        let mut inv = self.inner.scripts.commit.prepare_invoke();
+        inv.key(&key).key(self.keys().timeline(number, id));
+        match index {
+            Some(wamid) => inv.key(self.keys().wamid(number, wamid)),
+            None => inv.key(&key),
+        };
+        inv.arg(ver)
+            .arg(if rec.state.is_terminal() { ttl } else { 0 })
+            .arg(if index.is_some() { id.as_str() } else { "" })
+            .arg(ttl)
+            .arg(set.len());
+        for (f, v) in &set {
+            inv.arg(*f).arg(v);
+        }
+        inv.arg(del.len());
+        for f in &del {
+            inv.arg(*f);
+        }
+        for ev in &rec.timeline {
+            inv.arg(
+                serde_json::to_string(ev).map_err(|e| {
+                    StoreError::Unavailable(format!("encoding a timeline line: {e}"))
+                })?,
+            );
+        }
+        let mut c = self.conn().await?;
+        let r: i64 = inv.invoke_async(&mut c).await.map_err(unavailable)?;
+        drop(c);
+        Ok(match r {
+            1 => {
+                if rec.state.is_terminal() {
+                    self.expire_tenant_pointer(rec).await;
+                }
+                Cas::Written
+            }
+            0 => Cas::Conflict,
+            _ => Cas::Gone,
+        })
+    }
+
+    /// Best effort: the tenant pointer lives as long as the terminal record (another slot, so not
+    /// in the commit script; a pointer outliving its record only reads as "not found").
+    async fn expire_tenant_pointer(&self, rec: &MessageRecord) {
+        let key = self
+            .keys()
+            .tenant_message(&rec.message.tenant, &rec.message.id);
+        let res: Result<(), StoreError> = async {
+            let mut c = self.conn().await?;
+            let _: Value = ::redis::cmd("EXPIRE")
+                .arg(&key)
+                .arg(self.inner.terminal_ttl_secs)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "could not set the TTL of a tenant pointer");
+        }
+    }
+
+    fn contention(what: &str) -> StoreError {
+        StoreError::Unavailable(format!(
+            "{what}: the record kept changing ({CAS_RETRIES} attempts)"
+        ))
+    }
+
+    fn entry_from(
+        &self,
+        number: &PhoneNumberId,
+        lane: Lane,
+        stream: &str,
+        v: &Value,
+    ) -> Result<Option<QueueEntry>, StoreError> {
+        let Some((entry_id, fields)) = stream_entry(stream, v)? else {
+            return Ok(None);
+        };
+        let raw = fields
+            .into_iter()
+            .find(|(k, _)| k == "id")
+            .map(|(_, v)| v)
+            .ok_or_else(|| corrupt(stream, format!("entry {entry_id} has no id field")))?;
+        let message = MessageId::parse(&raw)
+            .map_err(|e| corrupt(stream, format!("entry {entry_id}: {e}")))?;
+        Ok(Some(QueueEntry {
+            number: number.clone(),
+            lane,
+            entry_id,
+            message,
+        }))
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn accept(&self, msg: &NewMessage, max_queue: u64) -> Result<Accepted, StoreError> {
+        let k = self.keys();
+        let record = MessageRecord::new(msg.clone());
+        let body = serde_json::to_string(msg)
+            .map_err(|e| StoreError::Unavailable(format!("encoding a message: {e}")))?;
+        let first = record
+            .timeline
+            .first()
+            .and_then(|ev| serde_json::to_string(ev).ok())
+            .ok_or_else(|| StoreError::Unavailable("encoding the first timeline line".into()))?;
+        let mut c = self.conn().await?;
+        // The pointer first: harmless if the script below fails or finds the record.
+        let _: Value = ::redis::cmd("SET")
+            .arg(k.tenant_message(&msg.tenant, &msg.id))
+            .arg(msg.number.as_str())
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let r: String = self
+            .inner
+            .scripts
+            .accept
+            .key(k.record(&msg.number, &msg.id))
+            .key(k.timeline(&msg.number, &msg.id))
+            .key(k.lane(&msg.number, msg.lane))
+            .arg(max_queue)
+            .arg(msg.id.as_str())
+            .arg(body)
+            .arg(first)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        match r.as_str() {
+            "created" => Ok(Accepted::Created),
+            "exists" => Ok(Accepted::AlreadyExists),
+            "full" => Err(StoreError::QueueFull(msg.number.clone())),
+            other => Err(StoreError::Unavailable(format!(
+                "accept script answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn message(
+        &self,
+        tenant: &TenantId,
+        id: &MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let key = self.keys().tenant_message(tenant, id);
+        let v: Value = {
+            let mut c = self.conn().await?;
+            ::redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?
+        };
+        if matches!(v, Value::Nil) {
+            return Ok(None);
+        }
+        let raw = text(&v).ok_or_else(|| corrupt(&key, "not a string"))?;
+        let number = PhoneNumberId::parse(&raw).map_err(|e| corrupt(&key, e.to_string()))?;
+        Ok(self
+            .load(&number, id)
+            .await?
+            .filter(|r| &r.message.tenant == tenant && &r.message.id == id))
+    }
+
+    async fn load(
+        &self,
+        number: &PhoneNumberId,
+        id: &MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let key = self.keys().record(number, id);
+        let (fields, lines): (Value, Value) = {
+            let mut c = self.conn().await?;
+            ::redis::pipe()
+                .atomic()
+                .cmd("HGETALL")
+                .arg(&key)
+                .cmd("LRANGE")
+                .arg(self.keys().timeline(number, id))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?
+        };
+        let fields = pairs(&fields)
+            .ok_or_else(|| corrupt(&key, "HGETALL reply is not field/value pairs"))?;
+        let lines = items(&lines)
+            .ok_or_else(|| corrupt(&key, "timeline is not a list"))?
+            .iter()
+            .map(|l| text(l).ok_or_else(|| corrupt(&key, "timeline line is not text")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(record_from(&key, fields, &lines)?.map(|(rec, _)| rec))
+    }
+
+    async fn begin_attempt(
+        &self,
+        number: &PhoneNumberId,
+        id: &MessageId,
+        now_ms: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        for _ in 0..CAS_RETRIES {
+            let Some((mut rec, ver)) = self.load_fields(number, id).await? else {
+                return Ok(None);
+            };
+            let Some(n) = transitions::begin_attempt(&mut rec, now_ms) else {
+                return Ok(None);
+            };
+            match self.commit(&rec, &ver, None).await? {
+                Cas::Written => return Ok(Some(n)),
+                Cas::Gone => return Ok(None),
+                Cas::Conflict => continue,
+            }
+        }
+        Err(Self::contention("begin_attempt"))
+    }
+
+    async fn finish_attempt(
+        &self,
+        number: &PhoneNumberId,
+        id: &MessageId,
+        outcome: &AttemptOutcome,
+        now_ms: i64,
+    ) -> Result<Option<MessageState>, StoreError> {
+        for _ in 0..CAS_RETRIES {
+            let Some((mut rec, ver)) = self.load_fields(number, id).await? else {
+                return Ok(None);
+            };
+            let Some(state) = transitions::finish_attempt(&mut rec, outcome, now_ms) else {
+                return Ok(None);
+            };
+            let index = rec.wamid.clone();
+            match self.commit(&rec, &ver, index.as_deref()).await? {
+                Cas::Written => return Ok(Some(state)),
+                Cas::Gone => return Ok(None),
+                Cas::Conflict => continue,
+            }
+        }
+        Err(Self::contention("finish_attempt"))
+    }
+
+    async fn apply_status(
+        &self,
+        number: &PhoneNumberId,
+        update: &StatusUpdate,
+    ) -> Result<StatusOutcome, StoreError> {
+        for _ in 0..CAS_RETRIES {
+            // Our id from biz_opaque_callback_data if that record is on this number, else the index.
+            let mut found = match &update.message {
+                Some(id) => self.load_fields(number, id).await?,
+                None => None,
+            };
+            if found.is_none() {
+                let key = self.keys().wamid(number, &update.wamid);
+                let v: Value = {
+                    let mut c = self.conn().await?;
+                    ::redis::cmd("GET")
+                        .arg(&key)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?
+                };
+                if !matches!(v, Value::Nil) {
+                    let raw = text(&v).ok_or_else(|| corrupt(&key, "not a string"))?;
+                    let id = MessageId::parse(&raw).map_err(|e| corrupt(&key, e.to_string()))?;
+                    found = self.load_fields(number, &id).await?;
+                }
+            }
+            let Some((mut rec, ver)) = found else {
+                return Ok(StatusOutcome::UnknownMessage);
+            };
+            let id = rec.message.id.clone();
+            let tenant = rec.message.tenant.clone();
+            let outcome = match transitions::apply_status(&mut rec, update) {
+                StatusDecision::Advance(state) => StatusOutcome::Applied { tenant, id, state },
+                StatusDecision::KeepEarly(_) => StatusOutcome::KeptEarly { id },
+                StatusDecision::Ignore => return Ok(StatusOutcome::Duplicate),
+            };
+            match self.commit(&rec, &ver, Some(&update.wamid)).await? {
+                Cas::Written => return Ok(outcome),
+                Cas::Gone => return Ok(StatusOutcome::UnknownMessage),
+                Cas::Conflict => continue,
+            }
+        }
+        Err(Self::contention("apply_status"))
+    }
+
+    async fn claim(
+        &self,
+        number: &PhoneNumberId,
+        lane: Lane,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let stream = self.keys().lane(number, lane);
+        let mut c = self.conn().await?;
+        let res: Result<Value, _> = ::redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(max)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(&mut c)
+            .await;
+        let v = match res {
+            Ok(v) => v,
+            // No stream or group yet: nothing was ever queued on this lane.
+            Err(e) if e.code() == Some("NOGROUP") => return Ok(Vec::new()),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut out = Vec::new();
+        for e in xread_entries(&stream, &v)? {
+            if let Some(entry) = self.entry_from(number, lane, &stream, &e)? {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn reclaim(
+        &self,
+        number: &PhoneNumberId,
+        lane: Lane,
+        consumer: &str,
+        min_idle_ms: u64,
+        max: usize,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        let stream = self.keys().lane(number, lane);
+        let mut out = Vec::new();
+        let mut cursor = "0-0".to_owned();
+        let mut c = self.conn().await?;
+        for _ in 0..RECLAIM_ROUNDS {
+            if out.len() >= max {
+                break;
+            }
+            let res: Result<Value, _> = ::redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(min_idle_ms)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(max - out.len())
+                .query_async(&mut c)
+                .await;
+            let v = match res {
+                Ok(v) => v,
+                Err(e) if e.code() == Some("NOGROUP") => return Ok(out),
+                Err(e) => return Err(unavailable(e)),
+            };
+            let parts =
+                items(&v).ok_or_else(|| corrupt(&stream, "XAUTOCLAIM reply is not an array"))?;
+            let (Some(next), Some(claimed)) =
+                (parts.first().and_then(text), parts.get(1).and_then(items))
+            else {
+                return Err(corrupt(
+                    &stream,
+                    "XAUTOCLAIM reply is not [cursor, entries, ...]",
+                ));
+            };
+            for e in claimed {
+                // Entries deleted while pending come back as nil (Redis 6.2) and are skipped.
+                if let Some(entry) = self.entry_from(number, lane, &stream, e)? {
+                    out.push(entry);
+                }
+            }
+            if next == "0-0" {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(out)
+    }
+
+    async fn ack(&self, entry: &QueueEntry) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: i64 = self
+            .inner
+            .scripts
+            .ack
+            .key(self.keys().lane(&entry.number, entry.lane))
+            .arg(&entry.entry_id)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn defer(&self, entry: &QueueEntry, due_ms: i64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: i64 = self
+            .inner
+            .scripts
+            .defer
+            .key(self.keys().lane(&entry.number, entry.lane))
+            .key(self.keys().delayed(&entry.number))
+            .arg(&entry.entry_id)
+            .arg(due_ms)
+            .arg(delayed_member(entry.lane, &entry.message, &entry.entry_id))
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn promote_due(
+        &self,
+        number: &PhoneNumberId,
+        now_ms: i64,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let k = self.keys();
+        let delayed = k.delayed(number);
+        let [care, reminders, bulk] = k.lanes(number);
+        let mut c = self.conn().await?;
+        let v: Value = self
+            .inner
+            .scripts
+            .promote
+            .key(&delayed)
+            .key(care)
+            .key(reminders)
+            .key(bulk)
+            .arg(now_ms)
+            .arg(max)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let parts = items(&v).ok_or_else(|| corrupt(&delayed, "promote reply is not an array"))?;
+        let (Some(moved), Some(bad)) = (parts.first().and_then(int), parts.get(1).and_then(text))
+        else {
+            return Err(corrupt(&delayed, "promote reply is not [moved, member]"));
+        };
+        if !bad.is_empty() {
+            return Err(corrupt(
+                &delayed,
+                format!("unreadable member {bad:?} ({moved} moved before it)"),
+            ));
+        }
+        usize::try_from(moved).map_err(|_| corrupt(&delayed, "negative count"))
+    }
+
+    async fn next_due(&self, number: &PhoneNumberId) -> Result<Option<i64>, StoreError> {
+        let key = self.keys().delayed(number);
+        let mut c = self.conn().await?;
+        let v: Value = ::redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let parts = items(&v).ok_or_else(|| corrupt(&key, "ZRANGE reply is not an array"))?;
+        // RESP2: [member, score]; RESP3: [[member, score]].
+        let score = match parts {
+            [] => return Ok(None),
+            [_, s] if !matches!(s, Value::Array(_)) => s,
+            [pair] => match items(pair) {
+                Some([_, s]) => s,
+                _ => return Err(corrupt(&key, "ZRANGE pair is not [member, score]")),
+            },
+            _ => return Err(corrupt(&key, "unexpected ZRANGE reply")),
+        };
+        let due = match score {
+            Value::Double(d) => *d,
+            other => text(other)
+                .and_then(|s| s.parse::<f64>().ok())
+                .ok_or_else(|| corrupt(&key, "score is not a number"))?,
+        };
+        if !due.is_finite() {
+            return Err(corrupt(&key, "score is not finite"));
+        }
+        Ok(Some(due as i64))
+    }
+
+    async fn depth(&self, number: &PhoneNumberId) -> Result<QueueDepth, StoreError> {
+        let k = self.keys();
+        let delayed = k.delayed(number);
+        let [care, reminders, bulk] = k.lanes(number);
+        let mut c = self.conn().await?;
+        let v: Value = self
+            .inner
+            .scripts
+            .depth
+            .key(care)
+            .key(reminders)
+            .key(bulk)
+            .key(&delayed)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let n = items(&v)
+            .ok_or_else(|| corrupt(&delayed, "depth reply is not an array"))?
+            .iter()
+            .map(|x| int(x).and_then(|i| u64::try_from(i).ok()))
+            .collect::<Option<Vec<u64>>>()
+            .ok_or_else(|| corrupt(&delayed, "depth reply has a non-count"))?;
+        let [r0, r1, r2, in_flight, delayed_n] = n[..] else {
+            return Err(corrupt(&delayed, "depth reply has the wrong length"));
+        };
+        Ok(QueueDepth {
+            ready: [r0, r1, r2],
+            in_flight,
+            delayed: delayed_n,
+        })
+    }
+
+    async fn claim_idempotency(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        fingerprint: &str,
+        message: &MessageId,
+        ttl_secs: u64,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        let k = self.keys().idempotency(tenant, key);
+        let value = format!("{fingerprint}|{}", message.as_str());
+        let ttl_ms = ttl_secs.saturating_mul(1000).max(1);
+        let mut c = self.conn().await?;
+        // A key can expire between a failed SET NX and the GET: then try again.
+        for _ in 0..3 {
+            let set: Value = ::redis::cmd("SET")
+                .arg(&k)
+                .arg(&value)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            if !matches!(set, Value::Nil) {
+                return Ok(IdempotencyClaim::Fresh);
+            }
+            let got: Value = ::redis::cmd("GET")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            if matches!(got, Value::Nil) {
+                continue;
+            }
+            let raw = text(&got).ok_or_else(|| corrupt(&k, "not a string"))?;
+            let (fp, id) = raw
+                .rsplit_once('|')
+                .ok_or_else(|| corrupt(&k, "no separator"))?;
+            let message = MessageId::parse(id).map_err(|e| corrupt(&k, e.to_string()))?;
+            return Ok(IdempotencyClaim::Seen {
+                fingerprint: fp.to_owned(),
+                message,
+            });
+        }
+        Err(StoreError::Unavailable(
+            "idempotency key kept expiring".into(),
+        ))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: Value = ::redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
