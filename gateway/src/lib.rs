@@ -12,3 +12,4 @@ pub mod retry;
 pub mod store;
 pub mod telemetry;
 pub mod tenants;
+pub mod testing;

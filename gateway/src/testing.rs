@@ -24,7 +24,11 @@ pub struct TempDirGuard(PathBuf);
 
 impl TempDirGuard {
     fn create() -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("clinic-gateway-redis-{}-{:08x}", std::process::id(), rand::thread_rng().gen::<u32>()));
+        let dir = std::env::temp_dir().join(format!(
+            "clinic-gateway-redis-{}-{:08x}",
+            std::process::id(),
+            rand::thread_rng().gen::<u32>()
+        ));
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }
@@ -58,7 +62,12 @@ impl TestRedis {
     pub fn start() -> TestRedis {
         if let Ok(url) = std::env::var("REDIS_URL") {
             if !url.trim().is_empty() {
-                return TestRedis { url, child: None, port: None, _dir: None };
+                return TestRedis {
+                    url,
+                    child: None,
+                    port: None,
+                    _dir: None,
+                };
             }
         }
         let mut last = String::new();
@@ -72,12 +81,18 @@ impl TestRedis {
         panic!("no Redis for tests: set REDIS_URL or put redis-server on PATH ({last})");
     }
 
+    /// True if this value started (and will stop) the server; false for `REDIS_URL`.
+    pub fn is_owned(&self) -> bool {
+        self.child.is_some()
+    }
+
     fn spawn_server() -> Result<TestRedis, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("finding a free port: {e}"))?
             .port();
-        let dir = TempDirGuard::create().map_err(|e| format!("creating a temporary directory: {e}"))?;
+        let dir =
+            TempDirGuard::create().map_err(|e| format!("creating a temporary directory: {e}"))?;
         // The shell runs the server and stops it once this process is gone, so a server behind a
         // static (never dropped) does not outlive the test binary.
         let script = r#"redis-server "$@" & r=$!
@@ -87,7 +102,16 @@ kill "$r" 2>/dev/null; wait "$r" 2>/dev/null; rm -rf "$WATCH_DIR""#;
             .arg("-c")
             .arg(script)
             .arg("sh")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .env("WATCH_PID", std::process::id().to_string())
@@ -97,7 +121,12 @@ kill "$r" 2>/dev/null; wait "$r" 2>/dev/null; rm -rf "$WATCH_DIR""#;
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting redis-server: {e}"))?;
-        let mut redis = TestRedis { url: format!("redis://127.0.0.1:{port}/"), child: Some(child), port: Some(port), _dir: Some(dir) };
+        let mut redis = TestRedis {
+            url: format!("redis://127.0.0.1:{port}/"),
+            child: Some(child),
+            port: Some(port),
+            _dir: Some(dir),
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if ping(port) {
@@ -109,7 +138,9 @@ kill "$r" 2>/dev/null; wait "$r" 2>/dev/null; rm -rf "$WATCH_DIR""#;
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("redis-server on port {port} did not answer PING within {START_TIMEOUT:?}"));
+                return Err(format!(
+                    "redis-server on port {port} did not answer PING within {START_TIMEOUT:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -118,7 +149,9 @@ kill "$r" 2>/dev/null; wait "$r" 2>/dev/null; rm -rf "$WATCH_DIR""#;
 
 /// Sends `PING` over a plain socket; true on `+PONG`.
 fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
@@ -161,7 +194,13 @@ pub fn shared_redis() -> &'static TestRedis {
 pub fn unique_prefix(name: &str) -> String {
     let name: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("test:{name}:{:016x}:", rand::thread_rng().gen::<u64>())
 }

@@ -102,13 +102,18 @@ fn parse_request(
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         // Errors inside the flattened content object carry no path; name the object instead.
-        let field = if path == "." || path.is_empty() {
-            obj.get("type")
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+            .filter(|f| ["to", "from", "lane", "deadline"].contains(f));
+        let field = match missing {
+            Some(f) => f.to_owned(),
+            None if path == "." || path.is_empty() => obj
+                .get("type")
                 .and_then(|t| t.as_str())
                 .unwrap_or("body")
-                .to_owned()
-        } else {
-            path
+                .to_owned(),
+            None => path,
         };
         Problem::invalid_field(&field, inner)
     })?;

@@ -47,6 +47,9 @@ const CAS_RETRIES: usize = 32;
 /// XAUTOCLAIM round trips per `reclaim` call (each scans a bounded part of the pending list).
 const RECLAIM_ROUNDS: usize = 64;
 
+/// Upper bound of XAUTOCLAIM's COUNT per round trip.
+const RECLAIM_COUNT: usize = 1000;
+
 /// Redis implementation of [`Store`]. Cheap to clone; all clones share one connection pool.
 #[derive(Clone)]
 pub struct RedisStore {
@@ -76,10 +79,11 @@ fn json_err(key: &str, what: &str, e: serde_json::Error) -> StoreError {
     corrupt(key, format!("{what}: {e}"))
 }
 
+/// Hash fields to set (name, value) and to delete (name).
+type FieldChanges = (Vec<(&'static str, String)>, Vec<&'static str>);
+
 /// The record's mutable fields as written to its hash. `None` fields are deleted.
-fn mutable_fields(
-    rec: &MessageRecord,
-) -> Result<(Vec<(&'static str, String)>, Vec<&'static str>), StoreError> {
+fn mutable_fields(rec: &MessageRecord) -> Result<FieldChanges, StoreError> {
     let mut set = vec![
         ("state", rec.state.as_str().to_owned()),
         ("attempts", rec.attempts.to_string()),
@@ -416,7 +420,15 @@ impl Store for RedisStore {
         match r.as_str() {
             "created" => Ok(Accepted::Created),
             "exists" => Ok(Accepted::AlreadyExists),
-            "full" => Err(StoreError::QueueFull(msg.number.clone())),
+            "full" => {
+                // Refused: drop the pointer written above so rejected ids do not pile up.
+                let _: Value = ::redis::cmd("DEL")
+                    .arg(k.tenant_message(&msg.tenant, &msg.id))
+                    .query_async(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+                Err(StoreError::QueueFull(msg.number.clone()))
+            }
             other => Err(StoreError::Unavailable(format!(
                 "accept script answered {other:?}"
             ))),
@@ -631,7 +643,7 @@ impl Store for RedisStore {
                 .arg(min_idle_ms)
                 .arg(&cursor)
                 .arg("COUNT")
-                .arg(max - out.len())
+                .arg((max - out.len()).min(RECLAIM_COUNT))
                 .query_async(&mut c)
                 .await;
             let v = match res {

@@ -49,11 +49,11 @@ pub(super) fn pairs(v: &Value) -> Option<Vec<(String, String)>> {
     }
 }
 
+/// A stream entry's id and its field/value pairs.
+pub(super) type StreamEntry = (String, Vec<(String, String)>);
+
 /// A stream entry: `[id, [field, value, ...]]`; `Ok(None)` for a deleted entry (nil).
-pub(super) fn stream_entry(
-    key: &str,
-    v: &Value,
-) -> Result<Option<(String, Vec<(String, String)>)>, StoreError> {
+pub(super) fn stream_entry(key: &str, v: &Value) -> Result<Option<StreamEntry>, StoreError> {
     if matches!(v, Value::Nil) {
         return Ok(None);
     }

@@ -1,0 +1,302 @@
+//! Integration-test harness: a real Redis (unique key prefix per test), the Meta sandbox on port 0
+//! sending signed webhooks to the gateway, and the gateway itself on port 0.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clinic_gateway::app::Application;
+use clinic_gateway::config::{ClinicConfig, NumberConfig, Settings, StoreKind};
+use clinic_gateway::domain::{PhoneNumberId, TenantId};
+use clinic_gateway::store::{RedisStore, Store};
+use clinic_gateway::tenants::hash_api_key;
+use clinic_gateway::testing::{shared_redis, unique_prefix};
+use serde_json::{json, Value};
+use whatsapp_cloud::sandbox::{Sandbox, SandboxConfig, SandboxHandle, SandboxState, SentRecord};
+use whatsapp_cloud::wire::{TemplateCategory, TemplateStatus};
+
+pub const KEY_A: &str = "test-key-clinic-a";
+pub const KEY_B: &str = "test-key-clinic-b";
+pub const NUMBER_A: &str = "100000000000001";
+pub const NUMBER_B: &str = "200000000000002";
+pub const WABA_A: &str = "300000000000003";
+pub const WABA_B: &str = "400000000000004";
+pub const APP_SECRET: &str = "test-app-secret";
+pub const PATIENT: &str = "+919876543210";
+
+#[derive(Clone)]
+pub struct Options {
+    pub tier_mps: u32,
+    pub status_latency: Duration,
+    pub request_timeout_ms: u64,
+    pub status_grace_ms: u64,
+    pub reclaim_idle_ms: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub max_attempts: u32,
+    pub duplicate_rate: f64,
+    pub reorder: bool,
+    pub redis_url: Option<String>,
+    pub max_message_bytes: usize,
+    pub read_receipts: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tier_mps: 80,
+            status_latency: Duration::from_millis(30),
+            request_timeout_ms: 2_000,
+            status_grace_ms: 2_000,
+            reclaim_idle_ms: 3_000,
+            retry_base_ms: 100,
+            retry_max_ms: 1_000,
+            max_attempts: 8,
+            duplicate_rate: 0.0,
+            reorder: false,
+            redis_url: None,
+            max_message_bytes: 65_536,
+            read_receipts: true,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub sandbox: SandboxHandle,
+    pub sim: SandboxState,
+    pub store: Arc<dyn Store>,
+    pub prefix: String,
+    pub server: actix_web::dev::ServerHandle,
+}
+
+pub fn clinic(id: &str, key: &str, number: &str, waba: &str, tier_mps: u32) -> ClinicConfig {
+    ClinicConfig {
+        id: TenantId::parse(id).unwrap_or_else(|e| panic!("{e}")),
+        name: id.into(),
+        api_key_sha256: hash_api_key(key),
+        default_country_code: "91".into(),
+        waba_id: waba.into(),
+        app_secret: APP_SECRET.into(),
+        access_token: format!("token-{id}"),
+        numbers: vec![NumberConfig {
+            phone_number_id: PhoneNumberId::parse(number).unwrap_or_else(|e| panic!("{e}")),
+            display: number.into(),
+            tier_mps,
+        }],
+    }
+}
+
+/// Starts the sandbox with two registered numbers and an approved template.
+pub fn start_sandbox(webhook_url: String, opts: &Options) -> SandboxHandle {
+    let sandbox = Sandbox::spawn(SandboxConfig {
+        webhook_url: Some(webhook_url),
+        app_secret: APP_SECRET.into(),
+        status_latency: opts.status_latency,
+        duplicate_rate: opts.duplicate_rate,
+        reorder: opts.reorder,
+        read_receipts: opts.read_receipts,
+        webhook_retry_interval: Duration::from_millis(300),
+        auto_register_numbers: false,
+        ..SandboxConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("sandbox: {e}"));
+    let sim = sandbox.state();
+    sim.register_number(NUMBER_A, WABA_A, "918045550001", opts.tier_mps.max(1));
+    sim.register_number(NUMBER_B, WABA_B, "918045550002", opts.tier_mps.max(1));
+    for waba in [WABA_A, WABA_B] {
+        sim.add_template(
+            waba,
+            "appointment_reminder",
+            "en",
+            TemplateCategory::Utility,
+            "Hi {{1}}, see you at {{2}}.",
+            TemplateStatus::Approved,
+        );
+    }
+    sandbox
+}
+
+pub fn settings(base_url: &str, prefix: &str, opts: &Options) -> Settings {
+    let mut s = Settings::defaults().unwrap_or_else(|e| panic!("{e}"));
+    s.store.kind = StoreKind::Redis;
+    s.redis.url = opts
+        .redis_url
+        .clone()
+        .unwrap_or_else(|| shared_redis().url.clone());
+    s.redis.key_prefix = prefix.to_owned();
+    s.redis.pool_size = 8;
+    s.meta.base_url = base_url.to_owned();
+    s.meta.webhook_verify_token = "verify-me".into();
+    s.meta.request_timeout_ms = opts.request_timeout_ms;
+    s.server.workers = 2;
+    s.server.max_message_bytes = opts.max_message_bytes;
+    s.server.shutdown_grace_secs = 2;
+    let d = &mut s.dispatch;
+    d.arbiters = 1;
+    d.status_grace_ms = opts.status_grace_ms;
+    d.reclaim_idle_ms = opts.reclaim_idle_ms;
+    d.retry_base_ms = opts.retry_base_ms;
+    d.retry_max_ms = opts.retry_max_ms;
+    d.max_attempts = opts.max_attempts;
+    d.idle_poll_ms = 50;
+    s.clinics = vec![
+        clinic("clinic_a", KEY_A, NUMBER_A, WABA_A, opts.tier_mps),
+        clinic("clinic_b", KEY_B, NUMBER_B, WABA_B, opts.tier_mps),
+    ];
+    s.validate().unwrap_or_else(|e| panic!("{e}"));
+    s
+}
+
+/// The app in-process (call from `#[actix_rt::test]`).
+pub async fn spawn_app(name: &str, opts: Options) -> TestApp {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let sandbox = start_sandbox(format!("{base}/webhooks/whatsapp"), &opts);
+    let prefix = unique_prefix(name);
+    let settings = settings(&sandbox.base_url(), &prefix, &opts);
+    let store: Arc<dyn Store> = Arc::new(
+        RedisStore::connect(&settings.redis.url, &prefix, 8).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let app = Application::build_with(settings, listener, store.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let server = app.server_handle();
+    actix_rt::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        sim: sandbox.state(),
+        sandbox,
+        store,
+        prefix,
+        server,
+    }
+}
+
+impl TestApp {
+    pub async fn post(&self, key: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(key, body.to_string().into_bytes(), None)
+            .await
+    }
+
+    pub async fn post_raw(&self, key: &str, body: Vec<u8>, idem: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/messages", self.base))
+            .bearer_auth(key)
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(k) = idem {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{e}"));
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status >= 400 {
+            assert_eq!(
+                ct, "application/problem+json",
+                "errors are problem+json: {v}"
+            );
+        }
+        (status, v)
+    }
+
+    pub async fn get_message(&self, key: &str, id: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}/v1/messages/{id}", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends and returns the message id (asserting 202).
+    pub async fn send(&self, body: &Value) -> String {
+        let (status, v) = self.post(KEY_A, body).await;
+        assert_eq!(status, 202, "{v}");
+        v["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {v}"))
+            .to_owned()
+    }
+
+    /// Polls until the message reaches one of `states` or the timeout passes; returns the view.
+    pub async fn wait_for(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, v) = self.get_message(KEY_A, id).await;
+            let s = v["status"].as_str().unwrap_or("");
+            if states.contains(&s) || start.elapsed() > timeout {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sandbox records of one message, judged by the id the gateway put in biz_opaque_callback_data.
+    pub fn sent_for(&self, id: &str) -> Vec<SentRecord> {
+        self.sim
+            .sent()
+            .into_iter()
+            .filter(|r| r.message.biz_opaque_callback_data.as_deref() == Some(id))
+            .collect()
+    }
+}
+
+pub fn text(to: &str, body: &str) -> Value {
+    json!({"to": to, "type": "text", "text": {"body": body}})
+}
+
+pub fn template(to: &str) -> Value {
+    json!({
+        "to": to,
+        "type": "template",
+        "template": {
+            "name": "appointment_reminder",
+            "language": {"code": "en"},
+            "components": [{"type": "body", "parameters": [
+                {"type": "text", "text": "Asha"}, {"type": "text", "text": "10:30"}
+            ]}]
+        }
+    })
+}
+
+/// A distinct patient number per index, so pair-rate limits do not interfere.
+pub fn patient(i: usize) -> String {
+    format!("+9198{:08}", 10_000_000 + i)
+}
+
+/// Largest number of sends in any rolling one-second window.
+pub fn max_per_second(records: &[SentRecord]) -> usize {
+    let mut times: Vec<_> = records.iter().map(|r| r.at).collect();
+    times.sort();
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi]
+            .duration_since(times[lo])
+            .map(|d| d >= Duration::from_secs(1))
+            .unwrap_or(false)
+        {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
