@@ -27,7 +27,7 @@ pub enum AppError {
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
     #[error("Meta client: {0}")]
-    Client(#[from] whatsapp_cloud::ClientError),
+    Client(Box<whatsapp_cloud::ClientError>),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -79,7 +79,8 @@ impl Application {
             connect_timeout: Duration::from_millis(settings.meta.connect_timeout_ms),
             request_timeout: settings.request_timeout(),
             ..ClientConfig::default()
-        })?;
+        })
+        .map_err(|e| AppError::Client(Box::new(e)))?;
         let node_id = format!("node-{}", ulid::Ulid::new());
         let dispatchers = Arc::new(Dispatchers::start(
             &tenants,

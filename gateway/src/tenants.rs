@@ -117,6 +117,12 @@ fn number(n: &NumberConfig) -> BusinessNumber {
     }
 }
 
+/// A new API key: 32 random bytes, URL-safe hex with a recognisable prefix.
+pub fn generate_api_key() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("cgk_{}", hex::encode(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,10 +140,4 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
-}
-
-/// A new API key: 32 random bytes, URL-safe hex with a recognisable prefix.
-pub fn generate_api_key() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("cgk_{}", hex::encode(bytes))
 }

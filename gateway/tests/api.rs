@@ -102,7 +102,6 @@ async fn bad_input_is_a_problem_naming_the_field_and_queues_nothing() {
     assert_eq!(status, 202, "a good request still works: {v}");
     let (status, _) = app.post("wrong-key", &text(PATIENT, "x")).await;
     assert_eq!(status, 401);
-    use clinic_gateway::store::Store;
     let number = PhoneNumberId::parse(NUMBER_A).unwrap_or_else(|e| panic!("{e}"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let depth = app

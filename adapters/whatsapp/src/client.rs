@@ -197,13 +197,12 @@ impl GraphClient {
         // Bounded: 250 templates (6,000 verified) at 100 a page never needs more than 60 pages.
         for _ in 0..100 {
             let mut req = self
-                .request(
-                    Method::GET,
-                    &format!("{waba_id}/message_templates"),
-                    token,
-                )
+                .request(Method::GET, &format!("{waba_id}/message_templates"), token)
                 .query(&[
-                    ("fields", "id,name,status,category,language,components,parameter_format"),
+                    (
+                        "fields",
+                        "id,name,status,category,language,components,parameter_format",
+                    ),
                     ("limit", "100"),
                 ]);
             if let Some(a) = &after {
@@ -231,12 +230,10 @@ impl GraphClient {
         token: &str,
         phone_number_id: &str,
     ) -> Result<PhoneNumberInfo, ClientError> {
-        let req = self
-            .request(Method::GET, phone_number_id, token)
-            .query(&[(
-                "fields",
-                "id,display_phone_number,quality_rating,throughput,messaging_limit_tier",
-            )]);
+        let req = self.request(Method::GET, phone_number_id, token).query(&[(
+            "fields",
+            "id,display_phone_number,quality_rating,throughput,messaging_limit_tier",
+        )]);
         execute(req).await
     }
 

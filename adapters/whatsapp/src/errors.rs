@@ -61,14 +61,10 @@ pub fn classify(code: i64) -> ErrorClass {
             after: Duration::from_secs(24 * 3600),
         },
         131047 => ErrorClass::ResendAsTemplate,
-        132000 | 132001 | 132005 | 132007 | 132012 | 132015 | 132016 => {
-            ErrorClass::TemplateProblem
-        }
+        132000 | 132001 | 132005 | 132007 | 132012 | 132015 | 132016 => ErrorClass::TemplateProblem,
         190 => ErrorClass::AuthExpired,
         368 => ErrorClass::AccountRestricted,
-        100 | 131008 | 131009 | 131021 | 131026 | 131050 | 131051 | 131053 => {
-            ErrorClass::Permanent
-        }
+        100 | 131008 | 131009 | 131021 | 131026 | 131050 | 131051 | 131053 => ErrorClass::Permanent,
         _ => ErrorClass::Permanent,
     }
 }

@@ -47,11 +47,7 @@ fn chars(s: &str) -> usize {
 /// Checks a whole send request.
 pub fn validate(msg: &OutgoingMessage) -> Result<(), Violation> {
     if msg.messaging_product != crate::wire::MESSAGING_PRODUCT {
-        return Err(violation(
-            100,
-            "messaging_product",
-            "must be \"whatsapp\"",
-        ));
+        return Err(violation(100, "messaging_product", "must be \"whatsapp\""));
     }
     if recipient_digits(&msg.to).is_none() {
         return Err(violation(
@@ -291,10 +287,16 @@ mod tests {
                 preview_url: false,
             },
         });
-        assert_eq!(validate(&long).map_err(|v| v.field), Err("text.body".into()));
+        assert_eq!(
+            validate(&long).map_err(|v| v.field),
+            Err("text.body".into())
+        );
         let mut bad_to = ok.clone();
         bad_to.to = "12ab".into();
-        assert_eq!(validate(&bad_to).map_err(|v| (v.code, v.field)), Err((100, "to".into())));
+        assert_eq!(
+            validate(&bad_to).map_err(|v| (v.code, v.field)),
+            Err((100, "to".into()))
+        );
     }
 
     #[test]
@@ -304,11 +306,15 @@ mod tests {
                 interactive: Interactive {
                     kind: InteractiveKind::Button {
                         action: ButtonAction {
-                            buttons: (0..n).map(|i| ReplyButton::new(format!("b{i}"), title)).collect(),
+                            buttons: (0..n)
+                                .map(|i| ReplyButton::new(format!("b{i}"), title))
+                                .collect(),
                         },
                     },
                     header: None,
-                    body: TextObject { text: "Pick".into() },
+                    body: TextObject {
+                        text: "Pick".into(),
+                    },
                     footer: None,
                 },
             })
@@ -355,6 +361,9 @@ mod tests {
             })
         };
         assert_eq!(validate(&t("appointment_reminder")), Ok(()));
-        assert_eq!(validate(&t("Bad Name")).map_err(|v| v.field), Err("template.name".into()));
+        assert_eq!(
+            validate(&t("Bad Name")).map_err(|v| v.field),
+            Err("template.name".into())
+        );
     }
 }

@@ -69,6 +69,9 @@ impl E164 {
 
     /// Strict E.164 (`+` required).
     pub fn parse(s: &str) -> Result<Self, PhoneError> {
+        if s.trim().is_empty() {
+            return Err(PhoneError::Empty);
+        }
         if !s.trim().starts_with('+') {
             return Err(PhoneError::NoCountryCode);
         }

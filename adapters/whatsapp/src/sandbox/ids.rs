@@ -36,7 +36,11 @@ impl IdGen {
 
     /// Numeric ids as Meta gives media and templates.
     pub fn numeric(&self) -> String {
-        format!("{}{:08}", 1_000_000 + (self.prefix % 9_000_000), self.next())
+        format!(
+            "{}{:08}",
+            1_000_000 + (self.prefix % 9_000_000),
+            self.next()
+        )
     }
 }
 

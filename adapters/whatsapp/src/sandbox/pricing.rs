@@ -1,15 +1,23 @@
 //! The per-message pricing Meta reports on `sent` and `delivered` (PMP, since July 2025).
 
-use crate::wire::{Conversation, ConversationOrigin, Pricing, PricingCategory, PricingType, TemplateCategory};
+use crate::wire::{
+    Conversation, ConversationOrigin, Pricing, PricingCategory, PricingType, TemplateCategory,
+};
 
 /// Pricing of one accepted send: free service inside the window, free utility templates inside
 /// the window, every other template billed at its category.
 pub fn price(template_category: Option<TemplateCategory>, window_open: bool) -> Pricing {
     let (kind, category, billable) = match template_category {
-        None => (PricingType::FreeCustomerService, PricingCategory::Service, false),
-        Some(TemplateCategory::Utility) if window_open => {
-            (PricingType::FreeCustomerService, PricingCategory::Utility, false)
-        }
+        None => (
+            PricingType::FreeCustomerService,
+            PricingCategory::Service,
+            false,
+        ),
+        Some(TemplateCategory::Utility) if window_open => (
+            PricingType::FreeCustomerService,
+            PricingCategory::Utility,
+            false,
+        ),
         Some(c) => (PricingType::Regular, category_of(c), true),
     };
     Pricing {
@@ -57,10 +65,22 @@ mod tests {
         assert_eq!(p.category, Some(PricingCategory::Service));
         assert_eq!(p.billable, Some(false));
         let p = price(Some(TemplateCategory::Utility), true);
-        assert_eq!((p.kind, p.category), (Some(PricingType::FreeCustomerService), Some(PricingCategory::Utility)));
+        assert_eq!(
+            (p.kind, p.category),
+            (
+                Some(PricingType::FreeCustomerService),
+                Some(PricingCategory::Utility)
+            )
+        );
         let p = price(Some(TemplateCategory::Utility), false);
-        assert_eq!((p.kind, p.billable), (Some(PricingType::Regular), Some(true)));
+        assert_eq!(
+            (p.kind, p.billable),
+            (Some(PricingType::Regular), Some(true))
+        );
         let p = price(Some(TemplateCategory::Marketing), true);
-        assert_eq!((p.kind, p.category), (Some(PricingType::Regular), Some(PricingCategory::Marketing)));
+        assert_eq!(
+            (p.kind, p.category),
+            (Some(PricingType::Regular), Some(PricingCategory::Marketing))
+        );
     }
 }

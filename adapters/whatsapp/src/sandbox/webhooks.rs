@@ -15,8 +15,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::signature;
 use crate::wire::{
-    Change, Entry, InboundContact, InboundMessage, MessagesValue, Metadata, Status,
-    WebhookEnvelope,
+    Change, Entry, InboundContact, InboundMessage, MessagesValue, Metadata, Status, WebhookEnvelope,
 };
 
 /// Past this many undelivered items the oldest retry batches are dropped: memory stays bounded
@@ -40,9 +39,10 @@ pub struct GroupKey {
 #[derive(Debug, Clone)]
 pub enum Item {
     Status(Status),
+    /// Boxed: inbound messages are rare next to statuses, which should stay small in the queue.
     Inbound {
         contact: InboundContact,
-        message: InboundMessage,
+        message: Box<InboundMessage>,
     },
     /// A change that is not about one number's messages (template and quality events).
     Field(Change),
@@ -195,7 +195,10 @@ impl WebhookQueue {
     fn requeue(&self, mut post: Post) {
         let now = Instant::now();
         if now.duration_since(post.first_attempt) >= GIVE_UP_AFTER {
-            tracing::warn!(items = post.items, "webhook POST given up after 1 h of retries");
+            tracing::warn!(
+                items = post.items,
+                "webhook POST given up after 1 h of retries"
+            );
             return;
         }
         post.next_at = now + post.delay;
@@ -243,7 +246,7 @@ impl WebhookQueue {
                         messaging_product: "whatsapp".into(),
                         metadata: metadata(&s.key),
                         contacts: vec![contact],
-                        messages: vec![message],
+                        messages: vec![*message],
                         ..MessagesValue::default()
                     };
                     bodies.push((1, envelope(&s.key.waba_id, Change::Messages(value))));
