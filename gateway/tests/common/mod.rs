@@ -284,7 +284,13 @@ pub fn patient(i: usize) -> String {
 
 /// Largest number of sends in any rolling one-second window.
 pub fn max_per_second(records: &[SentRecord]) -> usize {
-    let mut times: Vec<_> = records.iter().map(|r| r.at).collect();
+    let times: Vec<_> = records.iter().map(|r| r.at).collect();
+    max_per_second_at(&times)
+}
+
+/// Largest number of instants in any rolling one-second window.
+pub fn max_per_second_at(times: &[std::time::SystemTime]) -> usize {
+    let mut times = times.to_vec();
     times.sort();
     let mut best = 0;
     let mut lo = 0;
