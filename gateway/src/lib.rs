@@ -8,6 +8,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod metrics;
+pub mod pricing;
 pub mod retry;
 pub mod store;
 pub mod telemetry;

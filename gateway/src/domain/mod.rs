@@ -3,9 +3,11 @@
 pub mod ids;
 pub mod lane;
 pub mod message;
+pub mod money;
 pub mod phone;
 
 pub use ids::{MessageId, PhoneNumberId, TenantId};
 pub use lane::Lane;
 pub use message::{MessageError, MessageState, NewMessage, StatusUpdate, TimelineEvent};
+pub use money::Money;
 pub use phone::E164;

@@ -4,6 +4,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod tenancy;
 pub mod transitions;
 
 #[cfg(test)]
@@ -26,6 +27,8 @@ pub enum StoreError {
     Unavailable(String),
     #[error("the queue of number {0} is full")]
     QueueFull(PhoneNumberId),
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("corrupt record {key}: {why}")]
     Corrupt { key: String, why: String },
 }

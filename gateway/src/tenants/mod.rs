@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+pub mod model;
+
 use sha2::{Digest, Sha256};
 
 use crate::config::{ClinicConfig, NumberConfig};
