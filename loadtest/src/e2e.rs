@@ -1,0 +1,902 @@
+//! `e2e`: the real gateway binary between a closed-loop API client and the in-process Meta
+//! sandbox. Every accepted message must reach the sandbox exactly once, within the number's tier.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use whatsapp_cloud::sandbox::{
+    Sandbox, SandboxConfig, SandboxHandle, SandboxState, TemplateCategory, TemplateStatus,
+};
+
+use crate::procstat;
+use crate::stats::{max_in_window, Latencies, LatencySummary};
+
+pub const APP_SECRET: &str = "loadgen-app-secret";
+pub const TEMPLATE: &str = "appointment_reminder";
+/// Sandbox tier of numbers when the gateway runs without a limiter (`--tier-mps 0`).
+pub const LARGE_TIER: u32 = 1_000_000;
+
+#[derive(Debug, Clone)]
+pub struct E2eOptions {
+    pub numbers: usize,
+    pub tier_mps: u32,
+    pub messages: usize,
+    pub concurrency: usize,
+    pub gateway_bin: PathBuf,
+    pub redis_url: String,
+    pub sim_unlimited: bool,
+    pub sim_workers: usize,
+    pub status_latency: Duration,
+    pub read_receipts: bool,
+    pub gateway_workers: Option<usize>,
+    pub arbiters: Option<usize>,
+    pub gateway_log_level: String,
+    /// How long to wait for the sandbox to receive everything after the last accept; derived
+    /// from the tier when `None`.
+    pub delivery_timeout: Option<Duration>,
+    pub keep_redis_keys: bool,
+    pub keep_files: bool,
+}
+
+pub fn number_id(i: usize) -> String {
+    (110_000_000_000_000u64 + i as u64).to_string()
+}
+
+pub fn waba_id(i: usize) -> String {
+    (120_000_000_000_000u64 + i as u64).to_string()
+}
+
+pub fn api_key(i: usize) -> String {
+    format!("loadgen-key-{i:05}")
+}
+
+/// A distinct patient per message (below 10^8 messages), so the pair rate never binds.
+pub fn recipient(i: usize) -> String {
+    format!("+9197{:08}", i % 100_000_000)
+}
+
+/// The gateway's `--config` file: one clinic (own API key and WABA) per business number.
+pub fn gateway_toml(numbers: usize, tier_mps: u32) -> String {
+    let mut s = String::from("# written by loadgen e2e\n");
+    for i in 0..numbers {
+        let key_hash = hex::encode(Sha256::digest(api_key(i).as_bytes()));
+        let _ = write!(
+            s,
+            "\n[[clinics]]\nid = \"loadgen_{i:05}\"\nname = \"Loadgen clinic {i}\"\n\
+             api_key_sha256 = \"{key_hash}\"\ndefault_country_code = \"91\"\n\
+             waba_id = \"{waba}\"\napp_secret = \"{APP_SECRET}\"\naccess_token = \"loadgen-token-{i}\"\n\
+             [[clinics.numbers]]\nphone_number_id = \"{pnid}\"\ndisplay = \"+91 80 4555 {i:04}\"\n\
+             tier_mps = {tier_mps}\n",
+            waba = waba_id(i),
+            pnid = number_id(i),
+        );
+    }
+    s
+}
+
+/// The sustained rate the gateway aims at (it uses 90 % of each tier by default).
+pub fn expected_rate(numbers: usize, tier_mps: u32) -> Option<f64> {
+    (tier_mps > 0).then(|| numbers as f64 * f64::from(tier_mps) * 0.9)
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn unique_suffix() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+/// The gateway child; SIGKILLed on drop so no error path leaves it running.
+struct Gateway {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Gateway {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = s.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// CPU use while messages were flowing, in percent of one core.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CpuReport {
+    pub wall_s: f64,
+    /// The gateway's busiest threads (name/tid, percent of one core).
+    pub gateway_threads: Vec<(String, f64)>,
+    pub gateway_pct: Option<f64>,
+    pub redis_pct: Option<f64>,
+    pub sandbox_pct: f64,
+    pub loadgen_pct: f64,
+}
+
+#[derive(Debug, Clone)]
+struct CpuSample {
+    at: Instant,
+    gateway_threads: HashMap<u32, (String, u64)>,
+    gateway: Option<u64>,
+    redis: Option<u64>,
+    sim: u64,
+    own: u64,
+}
+
+fn sample(gateway: Option<u32>, redis: Option<u32>) -> CpuSample {
+    let (sim, own) = procstat::own_ticks_split();
+    CpuSample {
+        at: Instant::now(),
+        gateway_threads: gateway.map(procstat::thread_ticks).unwrap_or_default(),
+        gateway: gateway.and_then(procstat::process_ticks),
+        redis: redis.and_then(procstat::process_ticks),
+        sim,
+        own,
+    }
+}
+
+fn cpu_between(a: &CpuSample, b: &CpuSample) -> CpuReport {
+    let wall = b.at.duration_since(a.at).as_secs_f64();
+    let pct = |x: Option<u64>, y: Option<u64>| match (x, y) {
+        (Some(x), Some(y)) => Some(procstat::percent(x, y, wall)),
+        _ => None,
+    };
+    CpuReport {
+        wall_s: wall,
+        gateway_threads: procstat::busiest_threads(&a.gateway_threads, &b.gateway_threads, wall, 4),
+        gateway_pct: pct(a.gateway, b.gateway),
+        redis_pct: pct(a.redis, b.redis),
+        sandbox_pct: procstat::percent(a.sim, b.sim, wall),
+        loadgen_pct: procstat::percent(a.own, b.own, wall),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eReport {
+    pub scenario: &'static str,
+    pub numbers: usize,
+    pub tier_mps: u32,
+    /// numbers × tier × 0.9 (the gateway's headroom); `None` when unlimited.
+    pub target_rate: Option<f64>,
+    pub messages: usize,
+    pub concurrency: usize,
+    pub sim_unlimited: bool,
+    pub accepted: usize,
+    /// Non-202 answers by status, and transport errors.
+    pub api_errors: BTreeMap<String, u64>,
+    pub first_api_error: Option<String>,
+    pub send_phase_s: f64,
+    pub accept_per_sec: f64,
+    pub api_latency: LatencySummary,
+    /// Accepted messages the sandbox received (distinct ids).
+    pub delivered: usize,
+    pub missing: usize,
+    /// Extra sends of an already received id.
+    pub duplicates: usize,
+    /// Sandbox records whose `biz_opaque_callback_data` is not one of our accepted ids.
+    pub unknown_records: usize,
+    /// First accept to last send that reached the sandbox.
+    pub delivery_span_s: f64,
+    pub delivery_per_sec: f64,
+    /// Sandbox receipt minus the moment the 202 reached loadgen (clamped at 0).
+    pub accept_to_meta: LatencySummary,
+    /// Messages the sandbox received before their 202 was read by loadgen.
+    pub sent_before_202_read: u64,
+    pub sim_rejections: BTreeMap<i64, u64>,
+    /// Most sends of one number in any rolling second, and which number.
+    pub max_per_number_1s: usize,
+    pub busiest_number: Option<String>,
+    pub numbers_over_tier: usize,
+    /// CPU while the API accepted (dispatch runs meanwhile too).
+    pub cpu_accepting: CpuReport,
+    /// CPU after the last accept, until the sandbox had everything (dispatch only).
+    pub cpu_draining: CpuReport,
+    /// Redis commands processed during the run (server-wide) per accepted message, status
+    /// webhooks included.
+    pub redis_commands_per_message: Option<f64>,
+    pub redis_keys_deleted: Option<u64>,
+    pub gateway_log: String,
+    pub problems: Vec<String>,
+}
+
+impl E2eReport {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl std::fmt::Display for E2eReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tier = if self.tier_mps == 0 {
+            "no limiter".to_owned()
+        } else {
+            format!("tier {} mps", self.tier_mps)
+        };
+        writeln!(
+            f,
+            "e2e: {} numbers ({tier}{}), {} messages, {} concurrent clients",
+            self.numbers,
+            if self.sim_unlimited {
+                ", sandbox unlimited"
+            } else {
+                ""
+            },
+            self.messages,
+            self.concurrency
+        )?;
+        if let Some(r) = self.target_rate {
+            writeln!(f, "  gateway target rate (90 % of tiers): {r:.0} msgs/s")?;
+        }
+        writeln!(
+            f,
+            "  API:      {} accepted in {:.2} s = {:.0} msgs/s; errors {:?}",
+            self.accepted, self.send_phase_s, self.accept_per_sec, self.api_errors
+        )?;
+        if let Some(e) = &self.first_api_error {
+            writeln!(f, "            first error: {e}")?;
+        }
+        writeln!(f, "            accept latency {}", self.api_latency)?;
+        writeln!(
+            f,
+            "  Meta:     {} received ({} missing, {} duplicates, {} unknown) in {:.2} s = {:.0} msgs/s",
+            self.delivered,
+            self.missing,
+            self.duplicates,
+            self.unknown_records,
+            self.delivery_span_s,
+            self.delivery_per_sec
+        )?;
+        writeln!(
+            f,
+            "            accept-to-Meta {} ({} sent before their 202 was read)",
+            self.accept_to_meta, self.sent_before_202_read
+        )?;
+        writeln!(
+            f,
+            "            sandbox rejections by code {:?}; busiest number {} sends in 1 s ({}), {} numbers over tier",
+            self.sim_rejections,
+            self.max_per_number_1s,
+            self.busiest_number.as_deref().unwrap_or("-"),
+            self.numbers_over_tier
+        )?;
+        let p = |x: Option<f64>| x.map_or("n/a".to_owned(), |v| format!("{v:.0} %"));
+        for (phase, c) in [
+            ("accepting", &self.cpu_accepting),
+            ("draining", &self.cpu_draining),
+        ] {
+            let threads: Vec<String> = c
+                .gateway_threads
+                .iter()
+                .map(|(n, v)| format!("{n} {v:.0} %"))
+                .collect();
+            writeln!(
+                f,
+                "  CPU {phase} {:.2} s (100 % = one core): gateway {}, redis-server {}, sandbox {:.0} %, loadgen {:.0} %\n            busiest gateway threads: {}",
+                c.wall_s,
+                p(c.gateway_pct),
+                p(c.redis_pct),
+                c.sandbox_pct,
+                c.loadgen_pct,
+                threads.join(", ")
+            )?;
+        }
+        if let Some(c) = self.redis_commands_per_message {
+            writeln!(
+                f,
+                "  redis commands per message (server-wide, webhooks included): {c:.1}"
+            )?;
+        }
+        match self.redis_keys_deleted {
+            Some(n) => writeln!(f, "  redis keys deleted: {n}")?,
+            None => writeln!(f, "  redis keys kept")?,
+        }
+        writeln!(f, "  gateway log: {}", self.gateway_log)?;
+        if self.problems.is_empty() {
+            write!(f, "  PASS")
+        } else {
+            write!(f, "  FAIL: {}", self.problems.join("; "))
+        }
+    }
+}
+
+struct Accepted {
+    id: String,
+    accepted_at: SystemTime,
+}
+
+#[derive(Default)]
+struct WorkerOut {
+    accepted: Vec<Accepted>,
+    latency: Latencies,
+    errors: BTreeMap<String, u64>,
+    first_error: Option<String>,
+}
+
+fn template_body(i: usize, from: &str) -> Result<bytes::Bytes> {
+    let v = json!({
+        "to": recipient(i),
+        "from": from,
+        "type": "template",
+        "template": {
+            "name": TEMPLATE,
+            "language": {"code": "en"},
+            "components": [{"type": "body", "parameters": [
+                {"type": "text", "text": "Asha"}, {"type": "text", "text": "10:30"}
+            ]}]
+        }
+    });
+    Ok(bytes::Bytes::from(serde_json::to_vec(&v)?))
+}
+
+fn start_sandbox(o: &E2eOptions, gateway_base: &str) -> Result<SandboxHandle> {
+    let state = SandboxState::new(SandboxConfig {
+        webhook_url: Some(format!("{gateway_base}/webhooks/whatsapp")),
+        app_secret: APP_SECRET.into(),
+        unlimited: o.sim_unlimited,
+        status_latency: o.status_latency,
+        read_receipts: o.read_receipts,
+        webhook_retry_interval: Duration::from_millis(300),
+        record_limit: (o.messages * 2).max(100_000),
+        auto_register_numbers: false,
+        ..SandboxConfig::default()
+    });
+    let tier = if o.tier_mps == 0 {
+        LARGE_TIER
+    } else {
+        o.tier_mps
+    };
+    for i in 0..o.numbers {
+        state.register_number(&number_id(i), &waba_id(i), &format!("9180455{i:05}"), tier);
+        state.add_template(
+            &waba_id(i),
+            TEMPLATE,
+            "en",
+            TemplateCategory::Utility,
+            "Hi {{1}}, your visit is at {{2}}.",
+            TemplateStatus::Approved,
+        );
+    }
+    Sandbox::spawn_state(state, o.sim_workers.max(1)).context("starting the sandbox")
+}
+
+fn spawn_gateway(
+    o: &E2eOptions,
+    dir: &Path,
+    port: u16,
+    prefix: &str,
+    sandbox_url: &str,
+) -> Result<Gateway> {
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, gateway_toml(o.numbers, o.tier_mps))
+        .with_context(|| format!("writing {}", config.display()))?;
+    let log = dir.join("gateway.log");
+    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = Command::new(&o.gateway_bin);
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .env("CLINIC_GATEWAY__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("CLINIC_GATEWAY__REDIS__URL", &o.redis_url)
+        .env("CLINIC_GATEWAY__REDIS__KEY_PREFIX", prefix)
+        .env("CLINIC_GATEWAY__META__BASE_URL", sandbox_url)
+        .env("RUST_LOG", &o.gateway_log_level)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    if let Some(w) = o.gateway_workers {
+        cmd.env("CLINIC_GATEWAY__SERVER__WORKERS", w.to_string());
+    }
+    if let Some(a) = o.arbiters {
+        cmd.env("CLINIC_GATEWAY__DISPATCH__ARBITERS", a.to_string());
+    }
+    let child = cmd.spawn().with_context(|| {
+        format!(
+            "starting {} (build it with `cargo build --release -p clinic-gateway`)",
+            o.gateway_bin.display()
+        )
+    })?;
+    Ok(Gateway {
+        child: Some(child),
+        log,
+    })
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str, gw: &mut Gateway) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Some(status) = gw.exited() {
+            bail!(
+                "the gateway exited ({status}) before it was ready; log {}:\n{}",
+                gw.log.display(),
+                gw.log_tail(30)
+            );
+        }
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!(
+        "the gateway was not ready within 20 s; log {}:\n{}",
+        gw.log.display(),
+        gw.log_tail(30)
+    )
+}
+
+async fn redis_connection(url: &str) -> Result<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(url).with_context(|| format!("redis url {url}"))?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .context("connecting to redis timed out")?
+    .with_context(|| format!("connecting to {url}"))
+}
+
+/// A numeric field of `INFO <section>`.
+async fn redis_info_field(
+    con: &mut redis::aio::MultiplexedConnection,
+    section: &str,
+    field: &str,
+) -> Option<u64> {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(con)
+        .await
+        .ok()?;
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+/// SCAN + UNLINK of every key under the run's prefix.
+async fn delete_prefix(con: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Result<u64> {
+    let pattern = format!("{prefix}*");
+    let mut cursor: u64 = 0;
+    let mut deleted = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await?;
+        if !keys.is_empty() {
+            let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(con).await?;
+            deleted += n;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+async fn send_all(
+    http: &reqwest::Client,
+    base: &str,
+    o: &E2eOptions,
+) -> Result<(Vec<WorkerOut>, f64)> {
+    let url: Arc<str> = format!("{base}/v1/messages").into();
+    let auth: Arc<Vec<String>> = Arc::new(
+        (0..o.numbers)
+            .map(|i| format!("Bearer {}", api_key(i)))
+            .collect(),
+    );
+    let pnids: Arc<Vec<String>> = Arc::new((0..o.numbers).map(number_id).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let total = o.messages;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(o.concurrency);
+    for _ in 0..o.concurrency {
+        let (http, url, auth, pnids, next) = (
+            http.clone(),
+            url.clone(),
+            auth.clone(),
+            pnids.clone(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut out = WorkerOut::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let n = i % pnids.len();
+                let body = match template_body(i, &pnids[n]) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        out.first_error.get_or_insert_with(|| e.to_string());
+                        *out.errors.entry("body".into()).or_default() += 1;
+                        continue;
+                    }
+                };
+                let t0 = Instant::now();
+                let r = http
+                    .post(&*url)
+                    .header("authorization", &auth[n])
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let b = resp.bytes().await.unwrap_or_default();
+                        let accepted_at = SystemTime::now();
+                        out.latency.record(t0.elapsed());
+                        let id = serde_json::from_slice::<serde_json::Value>(&b)
+                            .ok()
+                            .and_then(|v| v["id"].as_str().map(str::to_owned));
+                        match (status, id) {
+                            (202, Some(id)) => out.accepted.push(Accepted { id, accepted_at }),
+                            _ => {
+                                *out.errors.entry(format!("http {status}")).or_default() += 1;
+                                out.first_error.get_or_insert_with(|| {
+                                    let text = String::from_utf8_lossy(&b);
+                                    format!("message {i}: http {status}: {:.300}", text)
+                                });
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let kind = if e.is_timeout() {
+                            "timeout"
+                        } else {
+                            "transport"
+                        };
+                        *out.errors.entry(kind.into()).or_default() += 1;
+                        out.first_error
+                            .get_or_insert_with(|| format!("message {i}: {e}"));
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let mut outs = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        outs.push(t.await.context("a client task panicked")?);
+    }
+    Ok((outs, start.elapsed().as_secs_f64()))
+}
+
+/// Runs the scenario. `Err` is a setup failure; correctness failures are in `problems`.
+pub async fn run(o: E2eOptions) -> Result<E2eReport> {
+    if o.numbers == 0 || o.messages == 0 || o.concurrency == 0 {
+        bail!("--numbers, --messages and --concurrency must be at least 1");
+    }
+    let port = free_port()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let sandbox = start_sandbox(&o, &base)?;
+    let sim = sandbox.state();
+    let suffix = unique_suffix();
+    let prefix = format!("loadgen:{suffix}:");
+    let dir = std::env::temp_dir().join(format!("loadgen-e2e-{suffix}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut redis = redis_connection(&o.redis_url).await?;
+    let redis_pid = redis_info_field(&mut redis, "server", "process_id")
+        .await
+        .and_then(|p| u32::try_from(p).ok());
+
+    eprintln!(
+        "loadgen: gateway on {base}, sandbox on {}, redis prefix {prefix}, files in {}",
+        sandbox.base_url(),
+        dir.display()
+    );
+    let mut gw = match spawn_gateway(&o, &dir, port, &prefix, &sandbox.base_url()) {
+        Ok(gw) => gw,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.concurrency)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    wait_ready(&http, &base, &mut gw).await?;
+    eprintln!("loadgen: gateway ready; sending {} messages", o.messages);
+
+    let cpu0 = sample(gw.pid(), redis_pid);
+    let commands0 = redis_info_field(&mut redis, "stats", "total_commands_processed").await;
+    let (outs, send_phase_s) = send_all(&http, &base, &o).await?;
+    let cpu_sent = sample(gw.pid(), redis_pid);
+    let mut api_latency = Latencies::new();
+    let mut api_errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut first_api_error = None;
+    let mut accepted: HashMap<String, SystemTime> = HashMap::with_capacity(o.messages);
+    for w in outs {
+        api_latency.merge(&w.latency);
+        for (k, v) in w.errors {
+            *api_errors.entry(k).or_default() += v;
+        }
+        if first_api_error.is_none() {
+            first_api_error = w.first_error;
+        }
+        for a in w.accepted {
+            accepted.insert(a.id, a.accepted_at);
+        }
+    }
+    eprintln!(
+        "loadgen: {} accepted in {send_phase_s:.2} s; waiting for the sandbox",
+        accepted.len()
+    );
+
+    // Wait for every accepted id to reach the sandbox.
+    let expected_s = match expected_rate(o.numbers, o.tier_mps) {
+        Some(r) => o.messages as f64 / r,
+        None => o.messages as f64 / 2_000.0,
+    };
+    let timeout = o
+        .delivery_timeout
+        .unwrap_or_else(|| Duration::from_secs_f64((expected_s * 2.0 + 10.0).min(600.0)));
+    let wait_start = Instant::now();
+    loop {
+        let records = sim.sent();
+        if records.len() >= accepted.len() {
+            let mut seen = std::collections::HashSet::with_capacity(accepted.len());
+            for r in &records {
+                if let Some(id) = r.message.biz_opaque_callback_data.as_deref() {
+                    if accepted.contains_key(id) {
+                        seen.insert(id);
+                    }
+                }
+            }
+            if seen.len() >= accepted.len() {
+                break;
+            }
+        }
+        if wait_start.elapsed() > timeout {
+            eprintln!(
+                "loadgen: delivery timeout ({:.0} s) reached",
+                timeout.as_secs_f64()
+            );
+            break;
+        }
+        if let Some(status) = gw.exited() {
+            eprintln!("loadgen: the gateway exited ({status}) during the run");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cpu1 = sample(gw.pid(), redis_pid);
+    let commands1 = redis_info_field(&mut redis, "stats", "total_commands_processed").await;
+    // A short settle so late duplicates and rejections of the last sends are visible.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.stop();
+
+    // Judge by the sandbox's records.
+    let records = sim.sent();
+    let rejected = sim.rejected();
+    let mut first_seen: HashMap<&str, SystemTime> = HashMap::with_capacity(accepted.len());
+    let mut duplicates = 0;
+    let mut unknown_records = 0;
+    let mut per_number: HashMap<&str, Vec<SystemTime>> = HashMap::new();
+    let mut last_send: Option<SystemTime> = None;
+    for r in &records {
+        per_number
+            .entry(r.phone_number_id.as_str())
+            .or_default()
+            .push(r.at);
+        match r.message.biz_opaque_callback_data.as_deref() {
+            Some(id) if accepted.contains_key(id) => {
+                if first_seen.insert(id, r.at).is_some() {
+                    duplicates += 1;
+                }
+                last_send = Some(last_send.map_or(r.at, |l| l.max(r.at)));
+            }
+            _ => unknown_records += 1,
+        }
+    }
+    let mut accept_to_meta = Latencies::new();
+    let mut sent_before_202_read = 0;
+    for (id, at) in &first_seen {
+        let acc = accepted[*id];
+        match at.duration_since(acc) {
+            Ok(d) => accept_to_meta.record(d),
+            Err(_) => {
+                sent_before_202_read += 1;
+                accept_to_meta.record(Duration::ZERO);
+            }
+        }
+    }
+    let first_accept = accepted.values().min().copied();
+    let delivery_span_s = match (first_accept, last_send) {
+        (Some(a), Some(l)) => l.duration_since(a).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        _ => 0.0,
+    };
+    let mut max_per_number_1s = 0;
+    let mut busiest_number = None;
+    let mut numbers_over_tier = 0;
+    for (pnid, times) in per_number.iter_mut() {
+        let m = max_in_window(times, Duration::from_secs(1));
+        if o.tier_mps > 0 && m > o.tier_mps as usize {
+            numbers_over_tier += 1;
+        }
+        if m > max_per_number_1s {
+            max_per_number_1s = m;
+            busiest_number = Some((*pnid).to_owned());
+        }
+    }
+    let mut sim_rejections: BTreeMap<i64, u64> = BTreeMap::new();
+    for r in &rejected {
+        *sim_rejections.entry(r.code).or_default() += 1;
+    }
+    let delivered = first_seen.len();
+    let missing = accepted.len() - delivered;
+
+    let mut problems = Vec::new();
+    let api_error_total: u64 = api_errors.values().sum();
+    if api_error_total > 0 {
+        problems.push(format!(
+            "{api_error_total} of {} requests were not accepted {api_errors:?}",
+            o.messages
+        ));
+    }
+    if missing > 0 {
+        problems.push(format!(
+            "{missing} accepted messages never reached the sandbox within {:.0} s",
+            timeout.as_secs_f64()
+        ));
+    }
+    if duplicates > 0 {
+        problems.push(format!(
+            "{duplicates} messages reached the sandbox more than once"
+        ));
+    }
+    if unknown_records > 0 {
+        problems.push(format!(
+            "{unknown_records} sandbox records carry no accepted message id"
+        ));
+    }
+    if !sim_rejections.is_empty() {
+        problems.push(format!("the sandbox rejected sends: {sim_rejections:?}"));
+    }
+    if numbers_over_tier > 0 {
+        problems.push(format!(
+            "{numbers_over_tier} numbers exceeded {} sends in a rolling second (max {max_per_number_1s})",
+            o.tier_mps
+        ));
+    }
+
+    let redis_keys_deleted = if o.keep_redis_keys {
+        None
+    } else {
+        match delete_prefix(&mut redis, &prefix).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!("loadgen: could not delete keys under {prefix}: {e}");
+                None
+            }
+        }
+    };
+    if !problems.is_empty() {
+        eprintln!(
+            "loadgen: last gateway log lines ({}):\n{}",
+            gw.log.display(),
+            gw.log_tail(20)
+        );
+    }
+    let gateway_log = gw.log.display().to_string();
+    if problems.is_empty() && !o.keep_files {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    sandbox.stop();
+
+    Ok(E2eReport {
+        scenario: "e2e",
+        numbers: o.numbers,
+        tier_mps: o.tier_mps,
+        target_rate: expected_rate(o.numbers, o.tier_mps),
+        messages: o.messages,
+        concurrency: o.concurrency,
+        sim_unlimited: o.sim_unlimited,
+        accepted: accepted.len(),
+        api_errors,
+        first_api_error,
+        send_phase_s,
+        accept_per_sec: accepted.len() as f64 / send_phase_s.max(1e-9),
+        api_latency: api_latency.summary(),
+        delivered,
+        missing,
+        duplicates,
+        unknown_records,
+        delivery_span_s,
+        delivery_per_sec: delivered as f64 / delivery_span_s.max(1e-9),
+        accept_to_meta: accept_to_meta.summary(),
+        sent_before_202_read,
+        sim_rejections,
+        max_per_number_1s,
+        busiest_number,
+        numbers_over_tier,
+        cpu_accepting: cpu_between(&cpu0, &cpu_sent),
+        cpu_draining: cpu_between(&cpu_sent, &cpu1),
+        redis_commands_per_message: match (commands0, commands1) {
+            (Some(a), Some(b)) if !accepted.is_empty() => {
+                Some(b.saturating_sub(a) as f64 / accepted.len() as f64)
+            }
+            _ => None,
+        },
+        redis_keys_deleted,
+        gateway_log,
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_has_one_clinic_per_number() {
+        let t = gateway_toml(3, 80);
+        assert_eq!(t.matches("[[clinics]]").count(), 3);
+        assert_eq!(t.matches("tier_mps = 80").count(), 3);
+        assert!(t.contains(&number_id(2)) && t.contains(&waba_id(2)));
+        let hash = hex::encode(Sha256::digest(api_key(1).as_bytes()));
+        assert!(t.contains(&hash));
+        assert!(!t.contains(&api_key(1)), "only the key's hash is written");
+    }
+
+    #[test]
+    fn recipients_are_distinct_e164() {
+        assert_eq!(recipient(7), "+919700000007");
+        assert_ne!(recipient(1), recipient(2));
+        assert_eq!(recipient(99_999_999).len(), 13);
+    }
+
+    #[test]
+    fn target_rate_uses_ninety_percent() {
+        assert_eq!(expected_rate(100, 80), Some(7200.0));
+        assert_eq!(expected_rate(1, 0), None);
+    }
+}
