@@ -10,12 +10,14 @@ use futures::FutureExt;
 use whatsapp_cloud::{ClientConfig, GraphClient};
 
 use crate::api::{self, AppState};
+use crate::callbacks::Callbacks;
 use crate::config::{Settings, StoreKind};
 use crate::dispatch::{DispatchDeps, Dispatchers};
 use crate::domain::Lane;
 use crate::metrics::Metrics;
-use crate::store::{MemoryStore, RedisStore, Store};
-use crate::tenants::Tenants;
+use crate::outbound::Outbound;
+use crate::store::{Backend, MemoryStore, RedisStore};
+use crate::tenants::{bootstrap, Directory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -36,11 +38,11 @@ pub struct Application {
     port: u16,
     server: Server,
     dispatchers: Arc<Dispatchers>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Backend>,
     shutdown_grace: Duration,
 }
 
-pub async fn build_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError> {
+pub async fn build_store(settings: &Settings) -> Result<Arc<dyn Backend>, AppError> {
     Ok(match settings.store.kind {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
         StoreKind::Redis => Arc::new(RedisStore::connect(
@@ -67,12 +69,14 @@ impl Application {
     pub async fn build_with(
         settings: Settings,
         listener: TcpListener,
-        store: Arc<dyn Store>,
+        store: Arc<dyn Backend>,
     ) -> Result<Self, AppError> {
         let port = listener.local_addr()?.port();
         let settings = Arc::new(settings);
         let metrics = Metrics::new();
-        let tenants = Arc::new(Tenants::from_config(&settings.clinics));
+        bootstrap::apply(&settings, &*store).await?;
+        let directory = Arc::new(Directory::new());
+        directory.refresh(&*store, true).await?;
         let client = GraphClient::new(ClientConfig {
             base_url: settings.meta.base_url.clone(),
             api_version: settings.meta.api_version.clone(),
@@ -82,23 +86,34 @@ impl Application {
         })
         .map_err(|e| AppError::Client(Box::new(e)))?;
         let node_id = format!("node-{}", ulid::Ulid::new());
+        sync_templates(&*store, &client, &directory).await;
         let dispatchers = Arc::new(Dispatchers::start(
-            &tenants,
+            &directory,
             DispatchDeps {
                 store: store.clone(),
-                client,
+                directory: directory.clone(),
+                client: client.clone(),
                 metrics: metrics.clone(),
                 settings: settings.dispatch.clone(),
                 node_id,
             },
         ));
-        spawn_depth_sampler(store.clone(), tenants.clone(), metrics.clone());
+        spawn_depth_sampler(store.clone(), dispatchers.clone(), metrics.clone());
+        spawn_directory_refresh(store.clone(), directory.clone(), dispatchers.clone());
 
         let state = web::Data::new(AppState {
             store: store.clone(),
-            tenants,
+            directory,
             dispatchers: dispatchers.clone(),
+            outbound: Outbound {
+                store: store.clone(),
+                settings: settings.clone(),
+                metrics: metrics.clone(),
+                callbacks: Callbacks::new(),
+            },
             metrics: metrics.clone(),
+            graph: client,
+            api_limiter: api::api_limiter(&settings),
             settings: settings.clone(),
         });
         let workers = match settings.server.workers {
@@ -153,7 +168,7 @@ impl Application {
         self.port
     }
 
-    pub fn store(&self) -> Arc<dyn Store> {
+    pub fn store(&self) -> Arc<dyn Backend> {
         self.store.clone()
     }
 
@@ -171,23 +186,50 @@ impl Application {
     }
 }
 
+/// Loads every clinic's templates from Meta. A clinic whose sync fails keeps its stored catalog.
+async fn sync_templates(store: &dyn Backend, client: &GraphClient, directory: &Directory) {
+    for clinic in directory.all() {
+        match crate::catalog::sync(store, client, &clinic).await {
+            Ok(n) => tracing::info!(tenant = %clinic.id, templates = n, "templates synced"),
+            Err(e) => tracing::warn!(tenant = %clinic.id, error = %e, "template sync failed"),
+        }
+    }
+}
+
+/// Picks up clinics and keys changed through another node's admin API.
+fn spawn_directory_refresh(
+    store: Arc<dyn Backend>,
+    directory: Arc<Directory>,
+    dispatchers: Arc<Dispatchers>,
+) {
+    actix::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            match directory.refresh(&*store, false).await {
+                Ok(true) => dispatchers.sync(&directory),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "directory refresh failed"),
+            }
+        }
+    });
+}
+
 /// Refreshes the queue-depth gauges every few seconds, summed over all numbers.
-fn spawn_depth_sampler(store: Arc<dyn Store>, tenants: Arc<Tenants>, metrics: Metrics) {
+fn spawn_depth_sampler(store: Arc<dyn Backend>, dispatchers: Arc<Dispatchers>, metrics: Metrics) {
     actix::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tick.tick().await;
             let mut ready = [0i64; 3];
             let (mut in_flight, mut delayed) = (0i64, 0i64);
-            for clinic in tenants.all() {
-                for n in &clinic.numbers {
-                    if let Ok(d) = store.depth(&n.id).await {
-                        for (i, r) in d.ready.iter().enumerate() {
-                            ready[i] += *r as i64;
-                        }
-                        in_flight += d.in_flight as i64;
-                        delayed += d.delayed as i64;
+            for number in dispatchers.numbers() {
+                if let Ok(d) = store.depth(&number).await {
+                    for (i, r) in d.ready.iter().enumerate() {
+                        ready[i] += *r as i64;
                     }
+                    in_flight += d.in_flight as i64;
+                    delayed += d.delayed as i64;
                 }
             }
             for lane in Lane::ALL {

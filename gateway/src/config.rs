@@ -10,6 +10,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{PhoneNumberId, TenantId};
+use crate::pricing::RateCard;
 
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
@@ -29,8 +30,29 @@ pub struct Settings {
     pub meta: MetaSettings,
     pub dispatch: DispatchSettings,
     pub idempotency: IdempotencySettings,
+    pub admin: AdminSettings,
+    pub api: ApiSettings,
+    pub wallet: WalletSettings,
+    pub pricing: RateCard,
     #[serde(default)]
     pub clinics: Vec<ClinicConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AdminSettings {
+    /// SHA-256 (hex) of each admin key.
+    pub api_key_sha256: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ApiSettings {
+    pub rate_per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct WalletSettings {
+    pub default_low_balance_threshold: i64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -106,6 +128,17 @@ pub struct ClinicConfig {
     pub default_country_code: String,
     #[serde(default)]
     pub waba_id: String,
+    /// Business portfolio (defaults to the WABA id): clinics of one portfolio share a messaging limit.
+    #[serde(default)]
+    pub portfolio_id: String,
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Wallet credit (micro-units) applied once when the clinic is first bootstrapped.
+    #[serde(default)]
+    pub wallet_credit: i64,
+    /// Unique patients reached outside their window per moving 24 h; absent = unlimited.
+    #[serde(default)]
+    pub messaging_limit: Option<u32>,
     /// Meta app secret: verifies this clinic's webhooks. Never logged or returned.
     pub app_secret: String,
     /// Meta access token for this clinic's WABA. Never logged or returned.
@@ -115,6 +148,10 @@ pub struct ClinicConfig {
 
 fn default_country_code() -> String {
     "91".into()
+}
+
+fn default_time_zone() -> String {
+    "Asia/Kolkata".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -202,6 +239,20 @@ impl Settings {
                 "redis.url must start with redis:// or rediss://, got {}",
                 self.redis.url
             ));
+        }
+        if let Err(e) = self.pricing.validate() {
+            return bad(format!("pricing: {e}"));
+        }
+        if self.api.rate_per_second == 0 || self.api.burst == 0 {
+            return bad("api.rate_per_second and api.burst must be at least 1".into());
+        }
+        for k in &self.admin.api_key_sha256 {
+            if k.len() != 64 || hex::decode(k).is_err() {
+                return bad(
+                    "admin.api_key_sha256 entries must be 64 hex digits (the SHA-256 of a key)"
+                        .into(),
+                );
+            }
         }
         let mut seen_numbers = std::collections::HashSet::new();
         let mut seen_ids = std::collections::HashSet::new();

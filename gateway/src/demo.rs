@@ -16,6 +16,7 @@ use crate::store::MemoryStore;
 use crate::tenants::hash_api_key;
 
 pub const DEMO_API_KEY: &str = "demo-api-key-not-for-production";
+pub const DEMO_ADMIN_KEY: &str = "demo-admin-key-not-for-production";
 pub const DEMO_NUMBER: &str = "106540352242922";
 pub const DEMO_WABA: &str = "102290129340398";
 pub const DEMO_PATIENT: &str = "+919876543210";
@@ -46,6 +47,7 @@ fn demo_settings(sandbox_url: &str, listener: &TcpListener) -> Result<Settings, 
         .local_addr()
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     s.server.workers = 2;
+    s.admin.api_key_sha256 = vec![hash_api_key(DEMO_ADMIN_KEY)];
     let id = |s: &str| TenantId::parse(s).map_err(|e| DemoError::Setup(e.to_string()));
     let number = PhoneNumberId::parse(DEMO_NUMBER).map_err(|e| DemoError::Setup(e.to_string()))?;
     s.clinics = vec![ClinicConfig {
@@ -56,6 +58,11 @@ fn demo_settings(sandbox_url: &str, listener: &TcpListener) -> Result<Settings, 
         waba_id: DEMO_WABA.into(),
         app_secret: DEMO_APP_SECRET.into(),
         access_token: "demo-access-token".into(),
+        portfolio_id: String::new(),
+        time_zone: "Asia/Kolkata".into(),
+        // 500.00 of wallet credit, so the demo clinic can pay for its templates.
+        wallet_credit: 500_000_000,
+        messaging_limit: Some(250),
         numbers: vec![NumberConfig {
             phone_number_id: number,
             display: "+91 80 4555 1234".into(),
@@ -103,7 +110,8 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         "  sandbox  {}  (Meta's Cloud API, simulated)",
         sandbox.base_url()
     );
-    println!("  clinic   clinic_demo, API key {DEMO_API_KEY}\n");
+    println!("  clinic   clinic_demo, API key {DEMO_API_KEY}");
+    println!("  admin    key {DEMO_ADMIN_KEY}\n");
 
     // The patient writes first, which opens the 24 h window so the document may be sent free-form.
     sim.inject_inbound_text(
@@ -111,6 +119,8 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         DEMO_PATIENT.trim_start_matches('+'),
         "Hi, please send my prescription",
     );
+    // The patient's message reaches the gateway as a webhook; give it a moment to open the window.
+    tokio::time::sleep(Duration::from_millis(800)).await;
 
     let http = reqwest::Client::new();
     let template = json!({
@@ -187,6 +197,8 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         "  curl -s -X POST {base}/v1/messages -H 'Authorization: Bearer {DEMO_API_KEY}' -H 'Content-Type: application/json' \\\n    -d '{{\"to\":\"{DEMO_PATIENT}\",\"type\":\"text\",\"text\":{{\"body\":\"Your report is ready\"}}}}'"
     );
     println!("  curl -s {base}/v1/messages/<id> -H 'Authorization: Bearer {DEMO_API_KEY}'");
+    println!("  curl -s {base}/v1/wallet -H 'Authorization: Bearer {DEMO_API_KEY}'");
+    println!("  curl -s {base}/admin/v1/clinics -H 'Authorization: Bearer {DEMO_ADMIN_KEY}'");
     println!("  curl -s {}/_sim/sent", sandbox.base_url());
     println!("  curl -s {base}/metrics | grep clinic_gateway_sends_total");
 

@@ -1,13 +1,17 @@
 //! Clinic Gateway: clinic events in, WhatsApp messages out.
 
+pub mod admission;
 pub mod api;
 pub mod app;
+pub mod callbacks;
+pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod metrics;
+pub mod outbound;
 pub mod pricing;
 pub mod retry;
 pub mod store;

@@ -27,6 +27,12 @@ pub struct Metrics {
     pub statuses: IntCounterVec,
     /// Inbound patient messages by kind.
     pub inbound: IntCounterVec,
+    /// Sends refused at the API edge by reason (insufficient-balance, messaging-limit-reached, …).
+    pub refusals: IntCounterVec,
+    /// Wallet movements by kind (settled, released).
+    pub wallet: IntCounterVec,
+    /// Clinics whose balance crossed their low-balance threshold.
+    pub low_balance: prometheus::IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -136,6 +142,24 @@ impl Metrics {
             "Inbound patient messages",
             &["kind"],
         );
+        let refusals = counter(
+            &registry,
+            "refusals_total",
+            "Sends refused at the API edge",
+            &["reason"],
+        );
+        let wallet = counter(
+            &registry,
+            "wallet_movements_total",
+            "Wallet settlements and releases",
+            &["kind"],
+        );
+        let low_balance = prometheus::IntCounter::new(
+            "clinic_gateway_low_balance_crossings_total",
+            "Clinics crossing their low-balance threshold",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        register(&registry, Box::new(low_balance.clone()));
         Self {
             registry,
             api_requests,
@@ -148,6 +172,9 @@ impl Metrics {
             webhooks,
             statuses,
             inbound,
+            refusals,
+            wallet,
+            low_balance,
         }
     }
 

@@ -45,14 +45,48 @@ async fn accepted_means_stored_in_redis() {
 
 #[actix_rt::test]
 async fn redis_down_is_503_and_nothing_is_accepted() {
+    // A Redis of this test's own, so it can be stopped under the running gateway.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("redis-server: {e}"));
+    let url = format!("redis://127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let opts = Options {
-        redis_url: Some("redis://127.0.0.1:1".into()),
+        redis_url: Some(url),
         ..Options::default()
     };
     let app = spawn_app("redis_down", opts).await;
+    let _ = redis.kill();
+    let _ = redis.wait();
     let (status, v) = app.post(KEY_A, &template(PATIENT)).await;
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["type"], "/problems/unavailable");
+    assert!(
+        v["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("nothing was accepted")),
+        "{v}"
+    );
     let ready = app
         .http
         .get(format!("{}/readyz", app.base))
@@ -93,6 +127,7 @@ async fn bad_input_is_a_problem_naming_the_field_and_queues_nothing() {
         }
         assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
     }
+    app.open_window(PATIENT).await;
     let (status, v) = app
         .post(
             KEY_A,

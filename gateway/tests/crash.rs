@@ -29,7 +29,7 @@ fn free_port() -> u16 {
 fn clinic_toml(tier: u32) -> String {
     let c = clinic("clinic_a", KEY_A, NUMBER_A, WABA_A, tier);
     format!(
-        "[[clinics]]\nid = \"{}\"\napi_key_sha256 = \"{}\"\nwaba_id = \"{}\"\napp_secret = \"{}\"\naccess_token = \"{}\"\n\
+        "[[clinics]]\nid = \"{}\"\nwallet_credit = 1000000000\napi_key_sha256 = \"{}\"\nwaba_id = \"{}\"\napp_secret = \"{}\"\naccess_token = \"{}\"\n\
          [[clinics.numbers]]\nphone_number_id = \"{}\"\ntier_mps = {}\n",
         c.id, c.api_key_sha256, c.waba_id, c.app_secret, c.access_token, NUMBER_A, tier
     )

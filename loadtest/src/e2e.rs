@@ -73,7 +73,7 @@ pub fn gateway_toml(numbers: usize, tier_mps: u32) -> String {
         let _ = write!(
             s,
             "\n[[clinics]]\nid = \"loadgen_{i:05}\"\nname = \"Loadgen clinic {i}\"\n\
-             api_key_sha256 = \"{key_hash}\"\ndefault_country_code = \"91\"\n\
+             api_key_sha256 = \"{key_hash}\"\ndefault_country_code = \"91\"\nwallet_credit = 1000000000000\n\
              waba_id = \"{waba}\"\napp_secret = \"{APP_SECRET}\"\naccess_token = \"loadgen-token-{i}\"\n\
              [[clinics.numbers]]\nphone_number_id = \"{pnid}\"\ndisplay = \"+91 80 4555 {i:04}\"\n\
              tier_mps = {tier_mps}\n",

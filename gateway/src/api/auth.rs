@@ -5,9 +5,9 @@ use std::sync::Arc;
 use actix_web::HttpRequest;
 
 use super::problem::Problem;
-use crate::tenants::{Clinic, Tenants};
+use crate::tenants::{ClinicSettings, Directory};
 
-pub fn clinic_of(req: &HttpRequest, tenants: &Tenants) -> Result<Arc<Clinic>, Problem> {
+pub fn clinic_of(req: &HttpRequest, directory: &Directory) -> Result<Arc<ClinicSettings>, Problem> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -20,8 +20,7 @@ pub fn clinic_of(req: &HttpRequest, tenants: &Tenants) -> Result<Arc<Clinic>, Pr
         .ok_or_else(|| {
             Problem::unauthorized("the Authorization header must be Bearer <api key>")
         })?;
-    tenants
-        .by_api_key(key)
-        .cloned()
-        .ok_or_else(|| Problem::unauthorized("the API key is not valid"))
+    directory.by_api_key(key).ok_or_else(|| {
+        Problem::unauthorized("the API key is not valid (or its clinic is suspended)")
+    })
 }

@@ -16,7 +16,7 @@ use crate::clock::now_ms;
 use crate::domain::message::MessageRecord;
 use crate::domain::{Lane, MessageId, NewMessage, PhoneNumberId, E164};
 use crate::store::IdempotencyClaim;
-use crate::tenants::Clinic;
+use crate::tenants::ClinicSettings as Clinic;
 
 /// The body of `POST /v1/messages`: routing fields plus a Cloud API content object
 /// (`"type": "text", "text": {...}`), so integrators use the shapes Meta documents.
@@ -122,7 +122,7 @@ fn parse_request(
         .map_err(|e| Problem::invalid_field("to", e.to_string()))?;
     validate_content(&req.content).map_err(|v| Problem::invalid_field(&v.field, v.details))?;
     let number = match &req.from {
-        None => clinic.numbers.first().map(|n| n.id.clone()),
+        None => clinic.numbers.first().map(|n| n.phone_number_id.clone()),
         Some(f) => PhoneNumberId::parse(f)
             .ok()
             .filter(|id| clinic.number(id).is_some()),
@@ -152,7 +152,8 @@ pub async fn send(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    let clinic = clinic_of(&req, &state.tenants)?;
+    let clinic = clinic_of(&req, &state.directory)?;
+    super::rate_limit(&state, &clinic.id)?;
     let body = read_bounded(&req, payload, state.settings.server.max_message_bytes).await?;
     let idem_key = match req.headers().get("Idempotency-Key") {
         None => None,
@@ -205,18 +206,18 @@ pub async fn send(
         }
     }
 
-    let accepted = state
-        .store
-        .accept(&msg, state.settings.dispatch.max_queue)
-        .await?;
-    if accepted == crate::store::Accepted::Created {
-        state
-            .metrics
-            .accepted
-            .with_label_values(&[msg.lane.as_str()])
-            .inc();
-        state.dispatchers.wake(&msg.number);
-        tracing::info!(tenant = %msg.tenant, message = %msg.id, to = %msg.to, kind = msg.content.kind(), "accepted");
+    let exists = replayed && state.store.message(&clinic.id, &msg.id).await?.is_some();
+    if !exists {
+        let accepted = state.outbound.submit(&clinic, &msg).await?;
+        if accepted == crate::store::Accepted::Created {
+            state
+                .metrics
+                .accepted
+                .with_label_values(&[msg.lane.as_str()])
+                .inc();
+            state.dispatchers.wake(&msg.number);
+            tracing::info!(tenant = %msg.tenant, message = %msg.id, to = %msg.to, kind = msg.content.kind(), "accepted");
+        }
     }
     let mut resp = HttpResponse::Accepted();
     resp.insert_header(("Location", format!("/v1/messages/{}", msg.id)));
@@ -308,7 +309,7 @@ pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    let clinic = clinic_of(&req, &state.tenants)?;
+    let clinic = clinic_of(&req, &state.directory)?;
     let id = MessageId::parse_issued(&path).map_err(|_| Problem::not_found("no such message"))?;
     let record = state
         .store

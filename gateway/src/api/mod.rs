@@ -1,28 +1,71 @@
-//! HTTP edge: `/v1` clinic API, `/webhooks/whatsapp`, health and metrics.
+//! HTTP edge: `/v1` clinic API, `/admin/v1` aggregator API, `/webhooks/whatsapp`, health, metrics.
 
+mod admin;
 mod auth;
 mod body;
 mod health;
+mod limits;
 mod messages;
+mod money;
 pub mod problem;
+mod templates;
+mod wallet;
 mod webhook;
 
 use std::sync::Arc;
 
+use actix_web::http::StatusCode;
 use actix_web::web;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::Settings;
 use crate::dispatch::Dispatchers;
+use crate::domain::TenantId;
 use crate::metrics::Metrics;
-use crate::store::Store;
-use crate::tenants::Tenants;
+use crate::outbound::Outbound;
+use crate::store::Backend;
+use crate::tenants::Directory;
+use problem::Problem;
 
 pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub tenants: Arc<Tenants>,
+    pub store: Arc<dyn Backend>,
+    pub directory: Arc<Directory>,
     pub dispatchers: Arc<Dispatchers>,
+    pub outbound: Outbound,
     pub metrics: Metrics,
     pub settings: Arc<Settings>,
+    pub graph: whatsapp_cloud::GraphClient,
+    pub api_limiter: DefaultKeyedRateLimiter<TenantId>,
+}
+
+pub fn api_limiter(settings: &Settings) -> DefaultKeyedRateLimiter<TenantId> {
+    let rate = std::num::NonZeroU32::new(settings.api.rate_per_second)
+        .unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(settings.api.burst).unwrap_or(std::num::NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// Per-clinic API rate limit: a check, never a wait (handlers must not await a limiter).
+pub fn rate_limit(state: &AppState, tenant: &TenantId) -> Result<(), Problem> {
+    state.api_limiter.check_key(tenant).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        state
+            .metrics
+            .refusals
+            .with_label_values(&["rate-limited"])
+            .inc();
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!(
+                "this clinic's API rate limit is {} requests/s",
+                state.settings.api.rate_per_second
+            ),
+        )
+        .retry_after(wait.as_secs().max(1))
+    })
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -31,6 +74,46 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .route("/v1/messages", web::post().to(messages::send))
         .route("/v1/messages/{id}", web::get().to(messages::get))
+        .route("/v1/wallet", web::get().to(wallet::get))
+        .route("/v1/wallet/ledger", web::get().to(wallet::ledger))
+        .route("/v1/templates", web::get().to(templates::list))
+        .route("/v1/templates", web::post().to(templates::submit))
+        .route("/v1/templates/sync", web::post().to(templates::sync))
+        .route(
+            "/v1/templates/{name}/{language}/accept-category",
+            web::post().to(templates::accept_category),
+        )
+        .route("/admin/v1/clinics", web::post().to(admin::create_clinic))
+        .route("/admin/v1/clinics", web::get().to(admin::list_clinics))
+        .route("/admin/v1/clinics/{id}", web::get().to(admin::get_clinic))
+        .route(
+            "/admin/v1/clinics/{id}",
+            web::patch().to(admin::update_clinic),
+        )
+        .route(
+            "/admin/v1/clinics/{id}/suspend",
+            web::post().to(admin::suspend),
+        )
+        .route(
+            "/admin/v1/clinics/{id}/resume",
+            web::post().to(admin::resume),
+        )
+        .route(
+            "/admin/v1/clinics/{id}/api-keys",
+            web::post().to(admin::create_key),
+        )
+        .route(
+            "/admin/v1/clinics/{id}/api-keys",
+            web::get().to(admin::list_keys),
+        )
+        .route(
+            "/admin/v1/clinics/{id}/api-keys/{key}",
+            web::delete().to(admin::revoke_key),
+        )
+        .route(
+            "/admin/v1/clinics/{id}/wallet/credits",
+            web::post().to(admin::credit),
+        )
         .route("/webhooks/whatsapp", web::get().to(webhook::verify_get))
         .route("/webhooks/whatsapp", web::post().to(webhook::receive));
 }

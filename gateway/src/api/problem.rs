@@ -16,6 +16,9 @@ pub struct Problem {
     pub field: Option<String>,
     #[serde(skip)]
     pub retry_after_secs: Option<u64>,
+    /// Extension members (RFC 9457 §3.2), e.g. `balance` and `price`.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Problem {
@@ -27,6 +30,7 @@ impl Problem {
             detail: detail.into(),
             field: None,
             retry_after_secs: None,
+            extra: None,
         }
     }
 
@@ -98,6 +102,9 @@ impl ResponseError for Problem {
 impl From<crate::store::StoreError> for Problem {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
+            crate::store::StoreError::Conflict(m) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", m)
+            }
             crate::store::StoreError::QueueFull(n) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue-full",
@@ -109,6 +116,66 @@ impl From<crate::store::StoreError> for Problem {
                 tracing::error!(error = %other, "store error");
                 Problem::unavailable("the message store is unavailable; nothing was accepted")
             }
+        }
+    }
+}
+
+impl From<crate::outbound::SubmitError> for Problem {
+    fn from(e: crate::outbound::SubmitError) -> Self {
+        use crate::admission::Refusal;
+        use crate::outbound::SubmitError;
+        let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+        match e {
+            SubmitError::Refused(Refusal::TemplateNotApproved { name, language, status }) => Problem::new(
+                unprocessable,
+                "template-not-approved",
+                "Template not approved",
+                format!("template {name} ({language}) is {status}; only APPROVED templates can be sent"),
+            )
+            .field("template.name"),
+            SubmitError::Refused(Refusal::TemplateRecategorised { name, language, category }) => Problem::new(
+                unprocessable,
+                "template-recategorised",
+                "Template re-categorised by Meta",
+                format!(
+                    "Meta moved template {name} ({language}) to {category}, which changes its price; accept it with POST /v1/templates/{name}/{language}/accept-category"
+                ),
+            )
+            .field("template.name"),
+            SubmitError::Refused(Refusal::TemplateParameters { expected, given }) => Problem::invalid_field(
+                "template.components",
+                format!("the template's body takes {expected} parameters, {given} given"),
+            ),
+            SubmitError::Refused(Refusal::OutsideServiceWindow) => Problem::new(
+                unprocessable,
+                "outside-service-window",
+                "Outside the customer-service window",
+                "the patient has not written in the last 24 hours: only an approved template can reach them now",
+            )
+            .field("type"),
+            SubmitError::InsufficientBalance { available, price } => {
+                let mut p = Problem::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "insufficient-balance",
+                    "Insufficient balance",
+                    format!("the wallet has {available} available; this message costs {price}"),
+                );
+                p.extra = serde_json::json!({"balance": available.micros(), "price": price.micros()})
+                    .as_object()
+                    .cloned();
+                p
+            }
+            SubmitError::LimitReached { limit, frees_at_ms } => {
+                let wait = ((frees_at_ms - crate::clock::now_ms()) / 1000).max(1) as u64;
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "messaging-limit-reached",
+                    "Messaging limit reached",
+                    format!("the business portfolio reached Meta's limit of {limit} patients outside their window in 24 hours"),
+                )
+                .retry_after(wait)
+            }
+            SubmitError::Store(e) => Problem::from(e),
         }
     }
 }

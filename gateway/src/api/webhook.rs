@@ -11,8 +11,10 @@ use whatsapp_cloud::wire::{Change, Status, StatusKind, WebhookEnvelope};
 use super::body::read_bounded;
 use super::problem::Problem;
 use super::AppState;
+use super::{limits, money};
+use crate::catalog;
 use crate::domain::{MessageError, MessageId, MessageState, PhoneNumberId, StatusUpdate};
-use crate::store::StatusOutcome;
+use crate::store::{StatusOutcome, StoreError};
 
 #[derive(Debug, Deserialize)]
 pub struct VerifyQuery {
@@ -86,18 +88,19 @@ pub async fn receive(
     })?;
 
     // The app secret belongs to the clinic the delivery is about (its number or WABA).
-    let mut secrets: Vec<&str> = Vec::new();
+    let mut secrets: Vec<String> = Vec::new();
     for entry in &envelope.entry {
-        let clinic_by_waba = state.tenants.by_waba(&entry.id);
         for change in &entry.changes {
-            let clinic = match change {
+            let clinics = match change {
                 Change::Messages(v) => PhoneNumberId::parse(&v.metadata.phone_number_id)
                     .ok()
-                    .and_then(|n| state.tenants.by_number(&n)),
-                _ => clinic_by_waba,
+                    .and_then(|n| state.directory.by_number(&n))
+                    .into_iter()
+                    .collect(),
+                _ => state.directory.by_waba(&entry.id),
             };
-            if let Some(c) = clinic {
-                let s = c.app_secret.expose();
+            for c in clinics {
+                let s = c.app_secret.expose().to_owned();
                 if !secrets.contains(&s) {
                     secrets.push(s);
                 }
@@ -120,55 +123,15 @@ pub async fn receive(
     }
 
     let mut results: HashMap<&'static str, u64> = HashMap::new();
-    for change in envelope.changes() {
-        match change {
-            Change::Messages(v) => {
-                let Ok(number) = PhoneNumberId::parse(&v.metadata.phone_number_id) else {
-                    continue;
-                };
-                for s in &v.statuses {
-                    let Some(update) = status_update(s) else {
-                        *results.entry("ignored").or_default() += 1;
-                        continue;
-                    };
-                    let outcome =
-                        state
-                            .store
-                            .apply_status(&number, &update)
-                            .await
-                            .map_err(|e| {
-                                metrics.webhooks.with_label_values(&["error"]).inc();
-                                // Not 200: Meta delivers again, and applying is idempotent.
-                                Problem::from(e)
-                            })?;
-                    let label = match outcome {
-                        StatusOutcome::Applied { .. } => "applied",
-                        StatusOutcome::KeptEarly { .. } => "early",
-                        StatusOutcome::Duplicate => "duplicate",
-                        StatusOutcome::UnknownMessage => "unknown",
-                    };
-                    *results.entry(label).or_default() += 1;
-                }
-                for m in &v.messages {
-                    let kind = serde_json::to_value(m.kind)
-                        .ok()
-                        .and_then(|k| k.as_str().map(str::to_owned))
-                        .unwrap_or_else(|| "unknown".into());
-                    metrics.inbound.with_label_values(&[&kind]).inc();
-                }
-            }
-            Change::MessageTemplateStatusUpdate(u) => {
-                tracing::info!(template = %u.message_template_name, language = %u.message_template_language, event = ?u.event, "template status update");
-            }
-            Change::TemplateCategoryUpdate(u) => {
-                tracing::info!(template = %u.message_template_name, new = ?u.new_category, "template category update");
-            }
-            Change::PhoneNumberQualityUpdate(u) => {
-                tracing::info!(event = %u.event, limit = ?u.max_daily_conversations_per_business, "phone number quality update");
-            }
-            Change::Other { field, .. } => {
-                tracing::debug!(field = %field, "webhook field not handled")
-            }
+    for entry in &envelope.entry {
+        for change in &entry.changes {
+            apply_change(&state, &entry.id, change, &mut results)
+                .await
+                .map_err(|e| {
+                    metrics.webhooks.with_label_values(&["error"]).inc();
+                    // Not 200: Meta delivers again, and applying is idempotent.
+                    Problem::from(e)
+                })?;
         }
     }
     for (label, n) in results {
@@ -180,4 +143,76 @@ pub async fn receive(
         "webhook applied"
     );
     Ok(HttpResponse::Ok().finish())
+}
+
+async fn apply_change(
+    state: &AppState,
+    waba: &str,
+    change: &Change,
+    results: &mut HashMap<&'static str, u64>,
+) -> Result<(), StoreError> {
+    match change {
+        Change::Messages(v) => {
+            let Ok(number) = PhoneNumberId::parse(&v.metadata.phone_number_id) else {
+                return Ok(());
+            };
+            let Some(clinic) = state.directory.by_number(&number) else {
+                return Ok(());
+            };
+            for s in &v.statuses {
+                let Some(update) = status_update(s) else {
+                    *results.entry("ignored").or_default() += 1;
+                    continue;
+                };
+                let outcome = state.store.apply_status(&number, &update).await?;
+                let label = match &outcome {
+                    StatusOutcome::Applied { .. } => "applied",
+                    StatusOutcome::KeptEarly { .. } => "early",
+                    StatusOutcome::Duplicate => "duplicate",
+                    StatusOutcome::UnknownMessage => "unknown",
+                };
+                *results.entry(label).or_default() += 1;
+                // Settling and releasing are idempotent, so a duplicate still completes a
+                // settlement an earlier, failed delivery of this webhook did not.
+                let id = match outcome {
+                    StatusOutcome::Applied { id, .. } | StatusOutcome::KeptEarly { id } => id,
+                    StatusOutcome::Duplicate => match update.message.clone() {
+                        Some(id) => id,
+                        None => continue,
+                    },
+                    StatusOutcome::UnknownMessage => continue,
+                };
+                money::on_status(state, &clinic, &id, s, update.state).await?;
+            }
+            for m in &v.messages {
+                let kind = serde_json::to_value(m.kind)
+                    .ok()
+                    .and_then(|k| k.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".into());
+                state.metrics.inbound.with_label_values(&[&kind]).inc();
+                // The patient wrote: their customer-service window opens for 24 h from now on.
+                let at_ms = m
+                    .unix_seconds()
+                    .map_or_else(crate::clock::now_ms, |s| s * 1000);
+                state.store.touch_window(&clinic.id, &m.from, at_ms).await?;
+            }
+        }
+        Change::MessageTemplateStatusUpdate(u) => {
+            for clinic in state.directory.by_waba(waba) {
+                catalog::apply_status(&*state.store, &clinic, u).await?;
+            }
+        }
+        Change::TemplateCategoryUpdate(u) => {
+            for clinic in state.directory.by_waba(waba) {
+                catalog::apply_category(&*state.store, &clinic, u).await?;
+            }
+        }
+        Change::PhoneNumberQualityUpdate(u) => {
+            limits::apply_quality_update(state, waba, u).await?;
+        }
+        Change::Other { field, .. } => {
+            tracing::debug!(field = %field, "webhook field not handled")
+        }
+    }
+    Ok(())
 }

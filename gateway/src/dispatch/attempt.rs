@@ -42,25 +42,79 @@ pub(super) async fn process(core: Rc<Core>, entry: QueueEntry, _permit: OwnedSem
             ack(&core, &entry).await;
         }
         SendDecision::WaitForStatus { until_ms } => defer(&core, &entry, until_ms).await,
-        SendDecision::Expire => {
-            let outcome = AttemptOutcome::Ended {
-                state: MessageState::Expired,
-                error: None,
-            };
-            finish(&core, &entry, outcome).await;
-            core.deps
-                .metrics
-                .sends
-                .with_label_values(&["expired"])
-                .inc();
-            ack(&core, &entry).await;
-        }
+        SendDecision::Expire => end(&core, &entry, &record, MessageState::Expired, None).await,
         SendDecision::Send => send(&core, &entry, record).await,
+    }
+}
+
+/// Ends a message that will never be sent, and gives its reservation back.
+async fn end(
+    core: &Core,
+    entry: &QueueEntry,
+    record: &MessageRecord,
+    state: MessageState,
+    error: Option<MessageError>,
+) {
+    finish(core, entry, AttemptOutcome::Ended { state, error }).await;
+    release(core, record).await;
+    core.deps
+        .metrics
+        .sends
+        .with_label_values(&[state.as_str()])
+        .inc();
+    ack(core, entry).await;
+}
+
+async fn release(core: &Core, record: &MessageRecord) {
+    if let Err(e) = core
+        .deps
+        .store
+        .release(&record.message.tenant, &record.message.id, now_ms())
+        .await
+    {
+        tracing::error!(message = %record.message.id, error = %e, "could not release a reservation");
     }
 }
 
 async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
     let msg = &record.message;
+    let Some(clinic) = core
+        .deps
+        .directory
+        .by_number(&entry.number)
+        .filter(|c| c.is_active())
+    else {
+        // Suspended (or unknown) clinic: hold its messages; the deadline still applies.
+        return defer(core, entry, now_ms() + 30_000).await;
+    };
+    if let whatsapp_cloud::wire::Content::Template { template } = &msg.content {
+        match core
+            .deps
+            .store
+            .template(&msg.tenant, &template.name, &template.language.code)
+            .await
+        {
+            Ok(Some(t)) => {
+                if let Some((code, title)) = crate::catalog::stops_sends(&t) {
+                    let detail = t
+                        .reason
+                        .clone()
+                        .map_or_else(|| title.to_owned(), |r| format!("{title}: {r}"));
+                    let error = MessageError {
+                        code,
+                        title: title.to_owned(),
+                        detail,
+                    };
+                    return end(core, entry, &record, MessageState::Failed, Some(error)).await;
+                }
+            }
+            // Unknown to the catalog: Meta decides (132001 if it does not exist).
+            Ok(None) => {}
+            Err(e) => {
+                return tracing::warn!(message = %msg.id, error = %e, "could not read the template")
+            }
+        }
+    }
     if let Err(wait) = core.pacer.check_recipient(msg.to.digits()) {
         // Pair rate: this recipient waits, the lane goes on.
         let due = now_ms() + wait.as_millis() as i64;
@@ -98,7 +152,7 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
     let result = core
         .deps
         .client
-        .send_message(core.token.expose(), entry.number.as_str(), &out)
+        .send_message(clinic.access_token.expose(), entry.number.as_str(), &out)
         .await;
     let result_label = match &result {
         Ok(_) => "ok",
@@ -165,15 +219,7 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
                 .inc();
             defer(core, entry, now_ms() + delay.as_millis() as i64).await;
         }
-        Next::Fail => {
-            let outcome = AttemptOutcome::Ended {
-                state: MessageState::Failed,
-                error: Some(error),
-            };
-            finish(core, entry, outcome).await;
-            core.deps.metrics.sends.with_label_values(&["failed"]).inc();
-            ack(core, entry).await;
-        }
+        Next::Fail => end(core, entry, &record, MessageState::Failed, Some(error)).await,
     }
 }
 

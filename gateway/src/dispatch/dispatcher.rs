@@ -17,12 +17,11 @@ use super::DispatchDeps;
 use crate::clock::now_ms;
 use crate::domain::Lane;
 use crate::retry::RetryPolicy;
-use crate::tenants::{BusinessNumber, Secret};
+use crate::tenants::BusinessNumber;
 
 /// State shared by the dispatch loop and its in-flight sends (all on one arbiter thread).
 pub(super) struct Core {
     pub number: BusinessNumber,
-    pub token: Secret,
     pub deps: DispatchDeps,
     pub consumer: String,
     pub pacer: Pacer,
@@ -58,18 +57,18 @@ pub struct Dispatcher {
     core: Rc<Core>,
 }
 
+/// Meta moved the number to another throughput tier.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetTier(pub u32);
+
 /// Stop claiming, finish in-flight sends, then stop.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain;
 
 impl Dispatcher {
-    pub fn new(
-        number: BusinessNumber,
-        token: Secret,
-        deps: DispatchDeps,
-        wake: Arc<Notify>,
-    ) -> Self {
+    pub fn new(number: BusinessNumber, deps: DispatchDeps, wake: Arc<Notify>) -> Self {
         let s = &deps.settings;
         let pacer = Pacer::new(
             number.tier_mps,
@@ -83,12 +82,11 @@ impl Dispatcher {
             max_attempts: s.max_attempts,
             status_grace: Duration::from_millis(s.status_grace_ms),
         };
-        let consumer = format!("{}-{}", deps.node_id, number.id);
+        let consumer = format!("{}-{}", deps.node_id, number.phone_number_id);
         let in_flight = Arc::new(Semaphore::new(s.max_in_flight));
         Self {
             core: Rc::new(Core {
                 number,
-                token,
                 deps,
                 consumer,
                 pacer,
@@ -106,8 +104,17 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        tracing::info!(number = %self.core.number.id, tier = self.core.number.tier_mps, "dispatcher started");
+        tracing::info!(number = %self.core.number.phone_number_id, tier = self.core.number.tier_mps, "dispatcher started");
         ctx.spawn(run(self.core.clone()).into_actor(self).map(|_, _, _| ()));
+    }
+}
+
+impl Handler<SetTier> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetTier, _: &mut Self::Context) {
+        tracing::info!(number = %self.core.number.phone_number_id, tier = msg.0, "tier changed");
+        self.core.pacer.set_tier(msg.0);
     }
 }
 
@@ -130,7 +137,7 @@ impl Handler<Drain> for Dispatcher {
 
 async fn run(core: Rc<Core>) {
     let s = core.deps.settings.clone();
-    let number = core.number.id.clone();
+    let number = core.number.phone_number_id.clone();
     let reclaim_every = Duration::from_millis((s.reclaim_idle_ms / 3).max(500));
     let mut last_reclaim: Option<Instant> = None;
     let mut round: u32 = 0;

@@ -1,4 +1,5 @@
-//! One Dispatcher actor per business number, hosted on a pool of Arbiters.
+//! One Dispatcher actor per business number, hosted on a pool of Arbiters. Numbers added by the
+//! admin API (or moved to another tier by Meta) are picked up by `sync`.
 
 mod attempt;
 mod dispatcher;
@@ -10,21 +11,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use whatsapp_cloud::GraphClient;
 
 use crate::config::DispatchSettings;
 use crate::domain::PhoneNumberId;
 use crate::metrics::Metrics;
-use crate::store::Store;
-use crate::tenants::Tenants;
+use crate::store::Backend;
+use crate::tenants::Directory;
 
-pub use dispatcher::{Dispatcher, Drain};
+pub use dispatcher::{Dispatcher, Drain, SetTier};
 
 /// Everything a dispatcher needs from the node.
 #[derive(Clone)]
 pub struct DispatchDeps {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn Backend>,
+    pub directory: Arc<Directory>,
     pub client: GraphClient,
     pub metrics: Metrics,
     pub settings: DispatchSettings,
@@ -32,58 +35,96 @@ pub struct DispatchDeps {
     pub node_id: String,
 }
 
+struct Running {
+    addr: Addr<Dispatcher>,
+    wake: Arc<Notify>,
+    tier_mps: u32,
+}
+
 /// The node's dispatchers and how to reach them.
 pub struct Dispatchers {
-    wakers: HashMap<PhoneNumberId, Arc<Notify>>,
-    addrs: Vec<Addr<Dispatcher>>,
-    _arbiters: Vec<Arbiter>,
+    deps: DispatchDeps,
+    running: Mutex<HashMap<PhoneNumberId, Running>>,
+    arbiters: Vec<Arbiter>,
+    next: Mutex<usize>,
 }
 
 impl Dispatchers {
-    /// Starts a dispatcher for every number of every clinic. Must run inside an actix System.
-    pub fn start(tenants: &Tenants, deps: DispatchDeps) -> Self {
+    /// Starts a dispatcher for every number in the directory. Must run inside an actix System.
+    pub fn start(directory: &Directory, deps: DispatchDeps) -> Self {
         let n_arbiters = match deps.settings.arbiters {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
             n => n,
         };
-        let arbiters: Vec<Arbiter> = (0..n_arbiters).map(|_| Arbiter::new()).collect();
-        let mut wakers = HashMap::new();
-        let mut addrs = Vec::new();
-        let mut i = 0usize;
-        for clinic in tenants.all() {
+        let d = Self {
+            deps,
+            running: Mutex::new(HashMap::new()),
+            arbiters: (0..n_arbiters).map(|_| Arbiter::new()).collect(),
+            next: Mutex::new(0),
+        };
+        d.sync(directory);
+        d
+    }
+
+    /// Starts dispatchers for new numbers and re-paces numbers whose tier changed.
+    pub fn sync(&self, directory: &Directory) {
+        let mut running = self.running.lock();
+        for clinic in directory.all() {
             for number in &clinic.numbers {
+                if let Some(r) = running.get_mut(&number.phone_number_id) {
+                    if r.tier_mps != number.tier_mps {
+                        r.tier_mps = number.tier_mps;
+                        r.addr.do_send(SetTier(number.tier_mps));
+                    }
+                    continue;
+                }
                 let wake = Arc::new(Notify::new());
-                wakers.insert(number.id.clone(), wake.clone());
-                let deps = deps.clone();
-                let number = number.clone();
-                let token = clinic.access_token.clone();
-                let arbiter = &arbiters[i % arbiters.len()];
-                i += 1;
+                let deps = self.deps.clone();
+                let n = number.clone();
+                let w = wake.clone();
+                let arbiter = {
+                    let mut next = self.next.lock();
+                    *next += 1;
+                    &self.arbiters[*next % self.arbiters.len()]
+                };
                 let addr = Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Dispatcher::new(number, token, deps, wake)
+                    Dispatcher::new(n, deps, w)
                 });
-                addrs.push(addr);
+                running.insert(
+                    number.phone_number_id.clone(),
+                    Running {
+                        addr,
+                        wake,
+                        tier_mps: number.tier_mps,
+                    },
+                );
             }
-        }
-        Self {
-            wakers,
-            addrs,
-            _arbiters: arbiters,
         }
     }
 
     /// Tells a number's dispatcher that work arrived (cheap; safe from any thread).
     pub fn wake(&self, number: &PhoneNumberId) {
-        if let Some(w) = self.wakers.get(number) {
-            w.notify_one();
+        if let Some(r) = self.running.lock().get(number) {
+            r.wake.notify_one();
         }
+    }
+
+    /// The numbers with a running dispatcher.
+    pub fn numbers(&self) -> Vec<PhoneNumberId> {
+        self.running.lock().keys().cloned().collect()
     }
 
     /// Stops claiming new work and waits (up to `timeout`) for in-flight sends to finish and ack.
     pub async fn drain(&self, timeout: Duration) {
-        let all = futures::future::join_all(self.addrs.iter().map(|a| a.send(Drain)));
+        let addrs: Vec<Addr<Dispatcher>> = self
+            .running
+            .lock()
+            .values()
+            .map(|r| r.addr.clone())
+            .collect();
+        let all = futures::future::join_all(addrs.iter().map(|a| a.send(Drain)));
         if tokio::time::timeout(timeout, all).await.is_err() {
             tracing::warn!("drain timed out; unacknowledged entries will be reclaimed on restart");
         }

@@ -1,6 +1,8 @@
 //! Pacing a business number: its throughput tier (governor, GCRA) and the pair rate per recipient.
 
+use std::cell::RefCell;
 use std::num::NonZeroU32;
+use std::rc::Rc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -22,7 +24,9 @@ pub fn tier_quota(tier_mps: u32, headroom: f64) -> Option<Quota> {
 }
 
 pub struct Pacer {
-    tier: Option<DefaultDirectRateLimiter>,
+    headroom: f64,
+    /// Replaced when Meta moves the number's tier; sends in flight keep the limiter they took.
+    tier: RefCell<Option<Rc<DefaultDirectRateLimiter>>>,
     pair: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
 }
@@ -33,7 +37,10 @@ impl Pacer {
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(pair_burst).unwrap_or(NonZeroU32::MIN));
         Self {
-            tier: tier_quota(tier_mps, headroom).map(RateLimiter::direct),
+            headroom,
+            tier: RefCell::new(
+                tier_quota(tier_mps, headroom).map(|q| Rc::new(RateLimiter::direct(q))),
+            ),
             pair: RateLimiter::keyed(pair_quota),
             clock: DefaultClock::default(),
         }
@@ -48,9 +55,16 @@ impl Pacer {
 
     /// Waits for the number's throughput budget. Only the dispatcher awaits this, never a handler.
     pub async fn until_tier_ready(&self) {
-        if let Some(t) = &self.tier {
+        let limiter = self.tier.borrow().clone();
+        if let Some(t) = limiter {
             t.until_ready().await;
         }
+    }
+
+    /// Paces the number at a new tier from now on.
+    pub fn set_tier(&self, tier_mps: u32) {
+        *self.tier.borrow_mut() =
+            tier_quota(tier_mps, self.headroom).map(|q| Rc::new(RateLimiter::direct(q)));
     }
 
     /// Forgets recipients whose budget is full again, so memory follows active recipients only.

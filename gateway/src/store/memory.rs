@@ -55,6 +55,8 @@ impl Inner {
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Clinics, keys, wallets, templates, windows, limits (see `memory_tenancy.rs`).
+    pub(super) tenancy: Mutex<super::memory_tenancy::State>,
 }
 
 impl MemoryStore {

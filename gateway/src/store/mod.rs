@@ -3,12 +3,15 @@
 //! Redis commands. `contract` holds the tests both implementations must pass.
 
 pub mod memory;
+mod memory_tenancy;
 pub mod redis;
 pub mod tenancy;
 pub mod transitions;
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+pub(crate) mod contract_tenancy;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -101,6 +104,28 @@ pub enum AttemptOutcome {
     Retry { error: MessageError },
     /// Meta may or may not have it: stay `sending` and wait for its status webhook.
     Unknown { error: MessageError },
+}
+
+/// Everything the gateway keeps: the outbox and queues plus tenants, wallets, templates,
+/// conversation windows and messaging limits. Both stores implement all of it.
+pub trait Backend:
+    Store
+    + tenancy::TenantStore
+    + tenancy::WalletStore
+    + tenancy::TemplateStore
+    + tenancy::ConversationStore
+    + tenancy::LimitStore
+{
+}
+
+impl<T> Backend for T where
+    T: Store
+        + tenancy::TenantStore
+        + tenancy::WalletStore
+        + tenancy::TemplateStore
+        + tenancy::ConversationStore
+        + tenancy::LimitStore
+{
 }
 
 #[async_trait]

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use clinic_gateway::app::Application;
 use clinic_gateway::config::{ClinicConfig, NumberConfig, Settings, StoreKind};
+use clinic_gateway::domain::TenantId as Tenant;
 use clinic_gateway::domain::{PhoneNumberId, TenantId};
-use clinic_gateway::store::{RedisStore, Store};
+use clinic_gateway::store::{Backend, RedisStore};
 use clinic_gateway::tenants::hash_api_key;
 use clinic_gateway::testing::{shared_redis, unique_prefix};
 use serde_json::{json, Value};
@@ -24,6 +25,7 @@ pub const WABA_A: &str = "300000000000003";
 pub const WABA_B: &str = "400000000000004";
 pub const APP_SECRET: &str = "test-app-secret";
 pub const PATIENT: &str = "+919876543210";
+pub const ADMIN_KEY: &str = "test-admin-key";
 
 #[derive(Clone)]
 pub struct Options {
@@ -40,6 +42,10 @@ pub struct Options {
     pub redis_url: Option<String>,
     pub max_message_bytes: usize,
     pub read_receipts: bool,
+    pub wallet_credit: i64,
+    /// Both clinics share this portfolio and messaging limit when set.
+    pub shared_portfolio_limit: Option<u32>,
+    pub api_rate_per_second: u32,
 }
 
 impl Default for Options {
@@ -58,6 +64,9 @@ impl Default for Options {
             redis_url: None,
             max_message_bytes: 65_536,
             read_receipts: true,
+            wallet_credit: 1_000_000_000,
+            shared_portfolio_limit: None,
+            api_rate_per_second: 1_000,
         }
     }
 }
@@ -67,7 +76,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub sandbox: SandboxHandle,
     pub sim: SandboxState,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn Backend>,
     pub prefix: String,
     pub server: actix_web::dev::ServerHandle,
 }
@@ -81,6 +90,11 @@ pub fn clinic(id: &str, key: &str, number: &str, waba: &str, tier_mps: u32) -> C
         waba_id: waba.into(),
         app_secret: APP_SECRET.into(),
         access_token: format!("token-{id}"),
+        portfolio_id: String::new(),
+        time_zone: "Asia/Kolkata".into(),
+        // 1,000.00 of credit: plenty for the tests that are not about money.
+        wallet_credit: 1_000_000_000,
+        messaging_limit: None,
         numbers: vec![NumberConfig {
             phone_number_id: PhoneNumberId::parse(number).unwrap_or_else(|e| panic!("{e}")),
             display: number.into(),
@@ -134,6 +148,7 @@ pub fn settings(base_url: &str, prefix: &str, opts: &Options) -> Settings {
     s.server.workers = 2;
     s.server.max_message_bytes = opts.max_message_bytes;
     s.server.shutdown_grace_secs = 2;
+    s.admin.api_key_sha256 = vec![hash_api_key(ADMIN_KEY)];
     let d = &mut s.dispatch;
     d.arbiters = 1;
     d.status_grace_ms = opts.status_grace_ms;
@@ -142,10 +157,19 @@ pub fn settings(base_url: &str, prefix: &str, opts: &Options) -> Settings {
     d.retry_max_ms = opts.retry_max_ms;
     d.max_attempts = opts.max_attempts;
     d.idle_poll_ms = 50;
+    s.api.rate_per_second = opts.api_rate_per_second;
+    s.api.burst = opts.api_rate_per_second;
     s.clinics = vec![
         clinic("clinic_a", KEY_A, NUMBER_A, WABA_A, opts.tier_mps),
         clinic("clinic_b", KEY_B, NUMBER_B, WABA_B, opts.tier_mps),
     ];
+    for c in &mut s.clinics {
+        c.wallet_credit = opts.wallet_credit;
+        if let Some(limit) = opts.shared_portfolio_limit {
+            c.portfolio_id = "portfolio_shared".into();
+            c.messaging_limit = Some(limit);
+        }
+    }
     s.validate().unwrap_or_else(|e| panic!("{e}"));
     s
 }
@@ -161,7 +185,7 @@ pub async fn spawn_app(name: &str, opts: Options) -> TestApp {
     let sandbox = start_sandbox(format!("{base}/webhooks/whatsapp"), &opts);
     let prefix = unique_prefix(name);
     let settings = settings(&sandbox.base_url(), &prefix, &opts);
-    let store: Arc<dyn Store> = Arc::new(
+    let store: Arc<dyn Backend> = Arc::new(
         RedisStore::connect(&settings.redis.url, &prefix, 8).unwrap_or_else(|e| panic!("{e}")),
     );
     let app = Application::build_with(settings, listener, store.clone())
@@ -181,6 +205,25 @@ pub async fn spawn_app(name: &str, opts: Options) -> TestApp {
 }
 
 impl TestApp {
+    /// The patient writes to clinic A's number; returns once the gateway has opened the window.
+    pub async fn open_window(&self, patient: &str) {
+        self.sim
+            .inject_inbound_text(NUMBER_A, patient.trim_start_matches('+'), "hello");
+        let tenant = Tenant::parse("clinic_a").unwrap_or_else(|e| panic!("{e}"));
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self
+                .store
+                .window_until(&tenant, patient.trim_start_matches('+'))
+                .await
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the gateway never saw the patient's message");
+    }
+
     pub async fn post(&self, key: &str, body: &Value) -> (u16, Value) {
         self.post_raw(key, body.to_string().into_bytes(), None)
             .await
@@ -212,6 +255,26 @@ impl TestApp {
             );
         }
         (status, v)
+    }
+
+    /// A JSON request with a bearer key; returns status and body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{e}"));
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get_message(&self, key: &str, id: &str) -> (u16, Value) {

@@ -5,6 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Lane, MessageId, PhoneNumberId, TenantId};
+use crate::store::memory_tenancy::{key_part, patient_part};
 
 /// The consumer group of every lane stream.
 pub(super) const GROUP: &str = "dispatch";
@@ -68,6 +69,81 @@ impl Keys {
         let digest = Sha256::digest(key.as_bytes());
         format!("{}:idem:{}", self.tenant(tenant), hex::encode(digest))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenancy: clinics, API keys, wallets, templates, windows, messaging limits.
+
+impl Keys {
+    /// Set (no hash tag: single-key commands only): every clinic id.
+    pub(super) fn clinic_set(&self) -> String {
+        format!("{}clinics", self.prefix)
+    }
+
+    /// String: the clinic's `ClinicSettings` JSON, secrets included.
+    pub(super) fn clinic(&self, tenant: &TenantId) -> String {
+        format!("{}:clinic", self.tenant(tenant))
+    }
+
+    /// String: the tenant a business number belongs to (the uniqueness lock of a number).
+    pub(super) fn number_owner(&self, number: &PhoneNumberId) -> String {
+        format!("{}number:{}", self.prefix, number.as_str())
+    }
+
+    /// String counter: bumped on every clinic or API key change.
+    pub(super) fn directory_version(&self) -> String {
+        format!("{}directory:version", self.prefix)
+    }
+
+    /// Hash: key id → `ApiKeyRecord` JSON.
+    pub(super) fn api_keys(&self, tenant: &TenantId) -> String {
+        format!("{}:apikeys", self.tenant(tenant))
+    }
+
+    /// String: `<tenant>|<key id>` of an active key, by the key's SHA-256 hex.
+    pub(super) fn api_key_lookup(&self, hash: &str) -> String {
+        format!("{}apikey:{}", self.prefix, key_part(hash))
+    }
+
+    /// Hash: `credited`, `settled`, `reserved` in micro-units.
+    pub(super) fn wallet(&self, tenant: &TenantId) -> String {
+        format!("{}:wallet", self.tenant(tenant))
+    }
+
+    /// Hash: message id → reserved micro-units.
+    pub(super) fn reservations(&self, tenant: &TenantId) -> String {
+        format!("{}:res", self.tenant(tenant))
+    }
+
+    /// Stream: one entry per wallet movement.
+    pub(super) fn ledger(&self, tenant: &TenantId) -> String {
+        format!("{}:ledger", self.tenant(tenant))
+    }
+
+    /// Set: credit references already applied.
+    pub(super) fn credits(&self, tenant: &TenantId) -> String {
+        format!("{}:credits", self.tenant(tenant))
+    }
+
+    /// Hash: `<name>|<language>` → `TemplateRecord` JSON.
+    pub(super) fn templates(&self, tenant: &TenantId) -> String {
+        format!("{}:templates", self.tenant(tenant))
+    }
+
+    /// String: the patient's latest inbound unix ms; expires when the window closes.
+    pub(super) fn window(&self, tenant: &TenantId, patient: &str) -> String {
+        format!("{}:win:{}", self.tenant(tenant), patient_part(patient))
+    }
+
+    /// Sorted set: patients reached outside their window, score = last reached unix ms.
+    pub(super) fn reached(&self, portfolio: &str) -> String {
+        format!("{}{{p:{}}}:reached", self.prefix, key_part(portfolio))
+    }
+}
+
+/// The field of a template in [`Keys::templates`].
+pub(super) fn template_field(name: &str, language: &str) -> String {
+    format!("{name}|{language}")
 }
 
 /// A delayed-set member: the lane and message to re-enqueue, made unique by the entry id it

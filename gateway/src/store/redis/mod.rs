@@ -14,6 +14,7 @@
 mod keys;
 mod reply;
 mod scripts;
+mod tenancy;
 
 use std::sync::Arc;
 use std::time::Duration;

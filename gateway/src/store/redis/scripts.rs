@@ -9,6 +9,14 @@ pub(super) struct Scripts {
     pub(super) defer: Script,
     pub(super) promote: Script,
     pub(super) depth: Script,
+    // Tenancy (see `tenancy.rs`).
+    pub(super) claim: Script,
+    pub(super) del_if: Script,
+    pub(super) credit: Script,
+    pub(super) reserve: Script,
+    pub(super) wallet_end: Script,
+    pub(super) window: Script,
+    pub(super) limit: Script,
 }
 
 impl Scripts {
@@ -20,6 +28,13 @@ impl Scripts {
             defer: Script::new(include_str!("lua/defer.lua")),
             promote: Script::new(include_str!("lua/promote.lua")),
             depth: Script::new(include_str!("lua/depth.lua")),
+            claim: Script::new(include_str!("lua/claim.lua")),
+            del_if: Script::new(include_str!("lua/del_if.lua")),
+            credit: Script::new(include_str!("lua/credit.lua")),
+            reserve: Script::new(include_str!("lua/reserve.lua")),
+            wallet_end: Script::new(include_str!("lua/wallet_end.lua")),
+            window: Script::new(include_str!("lua/window.lua")),
+            limit: Script::new(include_str!("lua/limit.lua")),
         }
     }
 }

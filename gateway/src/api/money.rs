@@ -1,0 +1,53 @@
+//! Wallet movements driven by status webhooks: settle at the price Meta reports on delivery,
+//! release when the message failed.
+
+use whatsapp_cloud::wire::Status;
+
+use super::AppState;
+use crate::clock::now_ms;
+use crate::domain::{MessageId, MessageState, E164};
+use crate::store::StoreError;
+use crate::tenants::ClinicSettings;
+
+pub async fn on_status(
+    state: &AppState,
+    clinic: &ClinicSettings,
+    id: &MessageId,
+    status: &Status,
+    new_state: MessageState,
+) -> Result<(), StoreError> {
+    match new_state {
+        MessageState::Failed
+            if state
+                .store
+                .release(&clinic.id, id, now_ms())
+                .await?
+                .is_some() =>
+        {
+            state.metrics.wallet.with_label_values(&["released"]).inc();
+        }
+        // Meta bills per delivered message; `pricing` rides on delivered (or read when delivered
+        // was skipped).
+        MessageState::Delivered | MessageState::Read => {
+            let Some(pricing) = &status.pricing else {
+                return Ok(());
+            };
+            let Ok(to) = E164::parse(&format!("+{}", status.recipient_id.trim_start_matches('+')))
+            else {
+                return Ok(());
+            };
+            let card = clinic.rate_card.as_ref().unwrap_or(&state.settings.pricing);
+            let charge = card.settle(pricing.kind, pricing.category, &to);
+            if state
+                .store
+                .settle(&clinic.id, id, charge, now_ms())
+                .await?
+                .is_some()
+            {
+                state.metrics.wallet.with_label_values(&["settled"]).inc();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
