@@ -606,6 +606,39 @@ async fn ledger_replays_after_random_operations(s: &dyn Tenancy) {
     assert_ledger_replays(s, &t).await;
 }
 
+async fn concurrent_reserves_never_overdraw(s: &dyn Tenancy) {
+    let t = tenant("clinic_a");
+    s.credit(&t, Money(100), "r", 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<MessageId> = (0..12).map(|i| msg_id(&format!("msg_{i}"))).collect();
+    // Every message twice, all at once: 3 of 30 fit in 100, each held once.
+    let results = futures::future::join_all(
+        ids.iter()
+            .chain(ids.iter())
+            .map(|m| s.reserve(&t, m, Money(30), 2)),
+    )
+    .await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(wallet(s, &t).await, snap(100, 0, 90));
+    let holds = full_ledger(s, &t, 100)
+        .await
+        .iter()
+        .filter(|e| e.kind == LedgerKind::Reserve)
+        .count();
+    assert_eq!(holds, 3);
+    // Settling and releasing all of them at once ends each hold exactly once.
+    let ended = futures::future::join_all(ids.iter().map(|m| s.settle(&t, m, Money(20), 3)))
+        .await
+        .into_iter()
+        .chain(futures::future::join_all(ids.iter().map(|m| s.release(&t, m, 4))).await)
+        .filter(|r| matches!(r, Ok(Some(_))))
+        .count();
+    assert_eq!(ended, 3);
+    assert_eq!(wallet(s, &t).await.reserved, Money::ZERO);
+    assert_ledger_replays(s, &t).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Templates
 
@@ -793,6 +826,22 @@ async fn limits_count_unique_patients_per_portfolio(s: &dyn Tenancy) {
     );
 }
 
+async fn concurrent_reaches_respect_the_limit(s: &dyn Tenancy) {
+    let t0 = 1_700_000_000_000i64;
+    let patients: Vec<String> = (0..20).map(|i| format!("+9198000000{i:02}")).collect();
+    let decisions =
+        futures::future::join_all(patients.iter().map(|p| s.reach_patient("pf_c", p, 7, t0))).await;
+    let allowed = decisions
+        .iter()
+        .filter(|d| matches!(d, Ok(LimitDecision::Allowed { .. })))
+        .count();
+    assert_eq!(allowed, 7, "{decisions:?}");
+    assert!(decisions.iter().all(|d| matches!(
+        d,
+        Ok(LimitDecision::Allowed { .. }) | Ok(LimitDecision::Reached { limit: 7, .. })
+    )));
+}
+
 async fn clinics_of_a_portfolio_share_its_limit(s: &dyn Tenancy) {
     // Two clinics of one portfolio: what one reaches counts for the other.
     let mut a = clinic("clinic_a", &["1001"]);
@@ -876,9 +925,11 @@ contract!(
     release_frees_the_hold,
     ledger_pages_with_a_cursor,
     ledger_replays_after_random_operations,
+    concurrent_reserves_never_overdraw,
     templates_put_get_list_replace,
     windows_open_extend_and_expire,
     limits_count_unique_patients_per_portfolio,
+    concurrent_reaches_respect_the_limit,
     clinics_of_a_portfolio_share_its_limit,
 );
 

@@ -545,3 +545,33 @@ impl LimitStore for MemoryStore {
         Ok(LimitDecision::Reached { limit, frees_at_ms })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_parts_are_safe_and_agree_on_identity() {
+        assert_eq!(key_part("portfolio_1"), "portfolio_1");
+        let odd = key_part("a{b}:c");
+        assert!(odd.starts_with('~') && odd.len() == 65, "{odd}");
+        assert_ne!(key_part("a{b}:c"), key_part("a{b}:d"));
+        assert!(key_part("").starts_with('~'));
+        assert_eq!(patient_part("+919876543210"), "919876543210");
+        assert_eq!(patient_part("919876543210"), "919876543210");
+        assert!(patient_part("+91 98765").starts_with('~'));
+        assert!(patient_part("+").starts_with('~'));
+    }
+
+    #[test]
+    fn ledger_positions() {
+        assert_eq!(ledger_position("17-3").ok(), Some((17, 3)));
+        assert_eq!(ledger_position("17").ok(), Some((17, 0)));
+        assert!(matches!(
+            ledger_position("x-1"),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(ledger_position("1-2-3").is_err());
+        assert!(ledger_position("(1-2").is_err());
+    }
+}

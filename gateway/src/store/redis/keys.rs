@@ -1,6 +1,10 @@
-//! Key layout. Every key starts with the store's prefix and carries a Redis Cluster hash tag:
+//! Key layout. Every key starts with the store's prefix; keys used together carry a Redis Cluster
+//! hash tag:
 //! `{n:<phone_number_id>}` for a business number's records and queues, `{t:<tenant>}` for a
-//! tenant's pointers and idempotency keys. A script only ever touches keys of one tag.
+//! tenant's pointers, idempotency keys, clinic record, API key records, wallet, ledger, templates
+//! and windows, `{p:<portfolio>}` for a portfolio's messaging-limit count. A script only ever
+//! touches keys of one tag. The directory's global keys (`clinics`, `number:<pnid>`,
+//! `apikey:<hash>`, `directory:version`) are only used by single-key commands.
 
 use sha2::{Digest, Sha256};
 
