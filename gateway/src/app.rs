@@ -17,6 +17,7 @@ use crate::domain::Lane;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::store::{Backend, MemoryStore, RedisStore};
+use crate::tenants::actors::{ActorSettings, Actors};
 use crate::tenants::{bootstrap, Directory};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,7 @@ pub struct Application {
     dispatchers: Arc<Dispatchers>,
     store: Arc<dyn Backend>,
     shutdown_grace: Duration,
+    _arbiters: Vec<actix::Arbiter>,
 }
 
 pub async fn build_store(settings: &Settings) -> Result<Arc<dyn Backend>, AppError> {
@@ -101,16 +103,36 @@ impl Application {
         spawn_depth_sampler(store.clone(), dispatchers.clone(), metrics.clone());
         spawn_directory_refresh(store.clone(), directory.clone(), dispatchers.clone());
 
+        let outbound = Outbound {
+            store: store.clone(),
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+            callbacks: Callbacks::new(),
+        };
+        let actor_arbiters = match settings.actors.arbiters {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            n => n,
+        };
+        let arbiters: Vec<actix::Arbiter> =
+            (0..actor_arbiters).map(|_| actix::Arbiter::new()).collect();
+        let actors = Arc::new(Actors::new(
+            outbound.clone(),
+            ActorSettings {
+                mailbox: settings.actors.mailbox,
+                idle: Duration::from_secs(settings.actors.idle_secs),
+                catalog_ttl: Duration::from_secs(settings.actors.catalog_ttl_secs),
+            },
+            arbiters.iter().map(|a| a.handle()).collect(),
+        ));
+        spawn_actor_sweeper(actors.clone(), metrics.clone());
         let state = web::Data::new(AppState {
             store: store.clone(),
             directory,
             dispatchers: dispatchers.clone(),
-            outbound: Outbound {
-                store: store.clone(),
-                settings: settings.clone(),
-                metrics: metrics.clone(),
-                callbacks: Callbacks::new(),
-            },
+            actors,
+            outbound,
             metrics: metrics.clone(),
             graph: client,
             api_limiter: api::api_limiter(&settings),
@@ -161,6 +183,7 @@ impl Application {
             dispatchers,
             store,
             shutdown_grace: Duration::from_secs(settings.server.shutdown_grace_secs),
+            _arbiters: arbiters,
         })
     }
 
@@ -211,6 +234,25 @@ fn spawn_directory_refresh(
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "directory refresh failed"),
             }
+        }
+    });
+}
+
+/// Forgets stopped actors and reports how many are resident.
+fn spawn_actor_sweeper(actors: Arc<Actors>, metrics: Metrics) {
+    actix::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let (tenants, conversations) = actors.sweep();
+            metrics
+                .actors
+                .with_label_values(&["tenant"])
+                .set(tenants as i64);
+            metrics
+                .actors
+                .with_label_values(&["conversation"])
+                .set(conversations as i64);
         }
     });
 }

@@ -32,6 +32,7 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub admin: AdminSettings,
     pub api: ApiSettings,
+    pub actors: ActorsSettings,
     pub wallet: WalletSettings,
     pub pricing: RateCard,
     #[serde(default)]
@@ -48,6 +49,14 @@ pub struct AdminSettings {
 pub struct ApiSettings {
     pub rate_per_second: u32,
     pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ActorsSettings {
+    pub arbiters: usize,
+    pub mailbox: usize,
+    pub idle_secs: u64,
+    pub catalog_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -242,6 +251,9 @@ impl Settings {
         }
         if let Err(e) = self.pricing.validate() {
             return bad(format!("pricing: {e}"));
+        }
+        if self.actors.mailbox == 0 || self.actors.idle_secs == 0 {
+            return bad("actors.mailbox and actors.idle_secs must be at least 1".into());
         }
         if self.api.rate_per_second == 0 || self.api.burst == 0 {
             return bad("api.rate_per_second and api.burst must be at least 1".into());

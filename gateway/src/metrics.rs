@@ -33,6 +33,8 @@ pub struct Metrics {
     pub wallet: IntCounterVec,
     /// Clinics whose balance crossed their low-balance threshold.
     pub low_balance: prometheus::IntCounter,
+    /// Resident actors by kind (tenant, conversation).
+    pub actors: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -160,6 +162,12 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         register(&registry, Box::new(low_balance.clone()));
+        let actors = IntGaugeVec::new(
+            Opts::new("clinic_gateway_resident_actors", "Resident actors by kind"),
+            &["kind"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        register(&registry, Box::new(actors.clone()));
         Self {
             registry,
             api_requests,
@@ -175,6 +183,7 @@ impl Metrics {
             refusals,
             wallet,
             low_balance,
+            actors,
         }
     }
 

@@ -12,7 +12,7 @@ use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::domain::{Money, NewMessage};
 use crate::metrics::Metrics;
-use crate::store::tenancy::{LimitDecision, Reservation};
+use crate::store::tenancy::{Catalog, LimitDecision, Reservation};
 use crate::store::{Accepted, Backend, StoreError};
 use crate::tenants::ClinicSettings;
 
@@ -42,13 +42,29 @@ impl Outbound {
         clinic: &ClinicSettings,
         msg: &NewMessage,
     ) -> Result<Accepted, SubmitError> {
+        self.submit_with(clinic, msg, None).await
+    }
+
+    /// As `submit`, with the clinic's template catalog when the caller has it cached.
+    pub async fn submit_with(
+        &self,
+        clinic: &ClinicSettings,
+        msg: &NewMessage,
+        catalog: Option<&Catalog>,
+    ) -> Result<Accepted, SubmitError> {
         let store = &self.store;
         let now = now_ms();
         let template = match &msg.content {
             Content::Template { template } => {
-                store
-                    .template(&clinic.id, &template.name, &template.language.code)
-                    .await?
+                let key = (template.name.clone(), template.language.code.clone());
+                match catalog.and_then(|c| c.get(&key)) {
+                    Some(t) => Some(t.clone()),
+                    None => {
+                        store
+                            .template(&clinic.id, &template.name, &template.language.code)
+                            .await?
+                    }
+                }
             }
             _ => None,
         };

@@ -208,7 +208,24 @@ pub async fn send(
 
     let exists = replayed && state.store.message(&clinic.id, &msg.id).await?.is_some();
     if !exists {
-        let accepted = state.outbound.submit(&clinic, &msg).await?;
+        let accepted = state
+            .actors
+            .submit(clinic.clone(), msg.clone())
+            .await
+            .map_err(|e| {
+                state
+                    .metrics
+                    .refusals
+                    .with_label_values(&["clinic-busy"])
+                    .inc();
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "clinic-busy",
+                    "This clinic has too many requests in flight",
+                    format!("{e}; nothing was accepted, retry shortly"),
+                )
+                .retry_after(1)
+            })??;
         if accepted == crate::store::Accepted::Created {
             state
                 .metrics

@@ -37,6 +37,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub graph: whatsapp_cloud::GraphClient,
     pub api_limiter: DefaultKeyedRateLimiter<TenantId>,
+    pub actors: Arc<crate::tenants::actors::Actors>,
 }
 
 pub fn api_limiter(settings: &Settings) -> DefaultKeyedRateLimiter<TenantId> {

@@ -82,6 +82,7 @@ pub async fn submit(
     };
     let record = catalog::record_from_info(&info, None);
     state.store.put_template(&clinic.id, &record).await?;
+    state.actors.templates_changed(&clinic.id);
     Ok(HttpResponse::Created().json(record))
 }
 
@@ -91,6 +92,7 @@ pub async fn sync(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let n = catalog::sync(&*state.store, &state.graph, &clinic)
         .await
         .map_err(catalog_problem)?;
+    state.actors.templates_changed(&clinic.id);
     Ok(HttpResponse::Ok().json(json!({"synced": n})))
 }
 
@@ -117,5 +119,6 @@ pub async fn accept_category(
     r.category = new;
     r.updated_ms = now_ms();
     state.store.put_template(&clinic.id, &r).await?;
+    state.actors.templates_changed(&clinic.id);
     Ok(HttpResponse::Ok().json(r))
 }

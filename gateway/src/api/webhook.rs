@@ -194,17 +194,29 @@ async fn apply_change(
                 let at_ms = m
                     .unix_seconds()
                     .map_or_else(crate::clock::now_ms, |s| s * 1000);
-                state.store.touch_window(&clinic.id, &m.from, at_ms).await?;
+                match state
+                    .actors
+                    .inbound(state.store.clone(), &clinic.id, &m.from, at_ms)
+                    .await
+                {
+                    Ok(result) => result?,
+                    // Not 200: Meta delivers again.
+                    Err(e) => {
+                        return Err(StoreError::Unavailable(format!("conversation actor: {e}")))
+                    }
+                }
             }
         }
         Change::MessageTemplateStatusUpdate(u) => {
             for clinic in state.directory.by_waba(waba) {
                 catalog::apply_status(&*state.store, &clinic, u).await?;
+                state.actors.templates_changed(&clinic.id);
             }
         }
         Change::TemplateCategoryUpdate(u) => {
             for clinic in state.directory.by_waba(waba) {
                 catalog::apply_category(&*state.store, &clinic, u).await?;
+                state.actors.templates_changed(&clinic.id);
             }
         }
         Change::PhoneNumberQualityUpdate(u) => {

@@ -220,3 +220,6 @@ pub trait LimitStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<LimitDecision, StoreError>;
 }
+
+/// A clinic's templates by `(name, language)`.
+pub type Catalog = std::collections::HashMap<(String, String), TemplateRecord>;

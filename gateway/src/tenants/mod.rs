@@ -1,6 +1,7 @@
 //! Clinics (tenants): their settings, API keys, and the node's directory that resolves API keys,
 //! business numbers and WABA ids to a clinic.
 
+pub mod actors;
 pub mod bootstrap;
 pub mod directory;
 pub mod model;
