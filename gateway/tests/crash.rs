@@ -198,6 +198,7 @@ async fn killed_before_send_delivers_everything_once_after_restart() {
         vec![1; ids.len()],
         "each accepted message reached Meta exactly once"
     );
+    assert_wallet_settled(&http, &node, ids.len()).await;
 }
 
 #[actix_rt::test]
@@ -241,5 +242,70 @@ async fn killed_after_meta_accepted_before_ack_is_not_sent_again() {
         sends_per_message(&sandbox, &ids),
         vec![1; ids.len()],
         "no message was sent twice"
+    );
+    assert_wallet_settled(&http, &node, ids.len()).await;
+}
+
+/// After a crash and restart, the wallet still balances to the micro-unit: every delivered
+/// utility template settled once, nothing left reserved, and the ledger replays to the balance.
+async fn assert_wallet_settled(http: &reqwest::Client, node: &Node, delivered: usize) {
+    const UTILITY: i64 = 115_000;
+    const CREDIT: i64 = 1_000_000_000;
+    let start = Instant::now();
+    let mut w = Value::Null;
+    while start.elapsed() < Duration::from_secs(20) {
+        w = http
+            .get(format!("{}/v1/wallet", node.base()))
+            .bearer_auth(KEY_A)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        if w["reserved"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(w["reserved"], 0, "{w}");
+    assert_eq!(
+        w["settled"].as_i64(),
+        Some(delivered as i64 * UTILITY),
+        "{w}"
+    );
+    assert_eq!(
+        w["available"].as_i64(),
+        Some(CREDIT - delivered as i64 * UTILITY),
+        "{w}"
+    );
+    let ledger: Value = http
+        .get(format!("{}/v1/wallet/ledger?limit=1000", node.base()))
+        .bearer_auth(KEY_A)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or(Value::Null);
+    let replayed = ledger["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .fold(0i64, |acc, e| {
+            let amount = e["amount"].as_i64().unwrap_or(0);
+            let reserved = e["reserved"].as_i64().unwrap_or(0);
+            match e["kind"].as_str() {
+                Some("credit") => acc + amount,
+                Some("reserve") => acc - amount,
+                Some("release") => acc + amount,
+                Some("settle") => acc + reserved - amount,
+                _ => acc,
+            }
+        });
+    assert_eq!(
+        Some(replayed),
+        w["available"].as_i64(),
+        "the ledger replays to the balance: {ledger}"
     );
 }

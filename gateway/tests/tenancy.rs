@@ -605,3 +605,52 @@ async fn no_clinic_can_reach_another_clinics_data() {
         );
     }
 }
+
+#[actix_rt::test]
+async fn crossing_the_low_balance_threshold_sends_a_signed_callback() {
+    let app = spawn_app(
+        "low_balance",
+        Options {
+            wallet_credit: 3 * UTILITY,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (url, captured) = callback_receiver();
+    let secret = "callback-secret-0123456789";
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            "/admin/v1/clinics/clinic_a",
+            ADMIN_KEY,
+            Some(json!({
+            "callback": {"url": url, "secret": secret}, "low_balance_threshold": 2 * UTILITY})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    app.send(&template(&patient(1))).await; // 2 × UTILITY left: at the threshold, not below
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(captured.lock().is_empty(), "no callback before crossing");
+    app.send(&template(&patient(2))).await; // crosses below
+    let start = std::time::Instant::now();
+    while captured.lock().is_empty() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = captured.lock().clone();
+    assert_eq!(got.len(), 1, "exactly one crossing");
+    let (sig, body) = &got[0];
+    assert!(
+        whatsapp_cloud::signature::verify(secret.as_bytes(), body, Some(sig)).is_ok(),
+        "signed with the clinic's secret"
+    );
+    let event: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    assert_eq!(event["type"], "wallet.low_balance", "{event}");
+    assert_eq!(event["clinic"], "clinic_a");
+    assert_eq!(event["data"]["available"], UTILITY);
+    assert!(event["id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("evt_")));
+    app.send(&template(&patient(3))).await; // already below: no second callback
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(captured.lock().len(), 1);
+}

@@ -369,3 +369,44 @@ pub fn max_per_second_at(times: &[std::time::SystemTime]) -> usize {
     }
     best
 }
+
+/// Captured callbacks: (signature header, raw body).
+pub type Captured = Arc<parking_lot::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A clinic's callback endpoint on port 0 that records what it receives.
+pub fn callback_receiver() -> (String, Captured) {
+    let captured: Captured = Arc::default();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "http://{}/events",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    let sink = captured.clone();
+    let server = actix_web::HttpServer::new(move || {
+        let sink = sink.clone();
+        actix_web::App::new().route(
+            "/events",
+            actix_web::web::post().to(
+                move |req: actix_web::HttpRequest, body: actix_web::web::Bytes| {
+                    let sink = sink.clone();
+                    async move {
+                        let sig = req
+                            .headers()
+                            .get("X-Clinic-Gateway-Signature")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        sink.lock().push((sig, body.to_vec()));
+                        actix_web::HttpResponse::Ok().finish()
+                    }
+                },
+            ),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap_or_else(|e| panic!("{e}"))
+    .run();
+    actix_rt::spawn(server);
+    (url, captured)
+}
