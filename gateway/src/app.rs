@@ -14,6 +14,7 @@ use crate::callbacks::Callbacks;
 use crate::config::{Settings, StoreKind};
 use crate::dispatch::{DispatchDeps, Dispatchers};
 use crate::domain::Lane;
+use crate::meta::Meta;
 use crate::metrics::Metrics;
 use crate::outbound::Outbound;
 use crate::store::{Backend, MemoryStore, RedisStore};
@@ -88,20 +89,32 @@ impl Application {
         })
         .map_err(|e| AppError::Client(Box::new(e)))?;
         let node_id = format!("node-{}", ulid::Ulid::new());
-        sync_templates(&*store, &client, &directory).await;
+        let meta = Arc::new(if settings.sandbox.enabled {
+            let own = format!("http://127.0.0.1:{port}/webhooks/whatsapp");
+            Meta::with_sandbox(client, own)?
+        } else {
+            Meta::live_only(client)
+        });
+        meta.register(&directory);
+        sync_templates(&*store, &meta, &directory).await;
         let dispatchers = Arc::new(Dispatchers::start(
             &directory,
             DispatchDeps {
                 store: store.clone(),
                 directory: directory.clone(),
-                client: client.clone(),
+                meta: meta.clone(),
                 metrics: metrics.clone(),
                 settings: settings.dispatch.clone(),
                 node_id,
             },
         ));
         spawn_depth_sampler(store.clone(), dispatchers.clone(), metrics.clone());
-        spawn_directory_refresh(store.clone(), directory.clone(), dispatchers.clone());
+        spawn_directory_refresh(
+            store.clone(),
+            directory.clone(),
+            dispatchers.clone(),
+            meta.clone(),
+        );
 
         let outbound = Outbound {
             store: store.clone(),
@@ -134,7 +147,7 @@ impl Application {
             actors,
             outbound,
             metrics: metrics.clone(),
-            graph: client,
+            meta: meta.clone(),
             api_limiter: api::api_limiter(&settings),
             settings: settings.clone(),
         });
@@ -148,6 +161,16 @@ impl Application {
             let metrics = metrics.clone();
             App::new()
                 .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(1 << 20)
+                        .error_handler(|e, _| {
+                            api::problem::Problem::invalid_field("body", e.to_string()).into()
+                        }),
+                )
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    api::problem::Problem::invalid_field("query", e.to_string()).into()
+                }))
                 .wrap_fn(move |req, srv| {
                     // Counted by route pattern, never by raw path: ids would explode the labels.
                     let started = std::time::Instant::now();
@@ -210,9 +233,9 @@ impl Application {
 }
 
 /// Loads every clinic's templates from Meta. A clinic whose sync fails keeps its stored catalog.
-async fn sync_templates(store: &dyn Backend, client: &GraphClient, directory: &Directory) {
+async fn sync_templates(store: &dyn Backend, meta: &Meta, directory: &Directory) {
     for clinic in directory.all() {
-        match crate::catalog::sync(store, client, &clinic).await {
+        match crate::catalog::sync(store, meta, &clinic).await {
             Ok(n) => tracing::info!(tenant = %clinic.id, templates = n, "templates synced"),
             Err(e) => tracing::warn!(tenant = %clinic.id, error = %e, "template sync failed"),
         }
@@ -224,13 +247,17 @@ fn spawn_directory_refresh(
     store: Arc<dyn Backend>,
     directory: Arc<Directory>,
     dispatchers: Arc<Dispatchers>,
+    meta: Arc<Meta>,
 ) {
     actix::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             match directory.refresh(&*store, false).await {
-                Ok(true) => dispatchers.sync(&directory),
+                Ok(true) => {
+                    meta.register(&directory);
+                    dispatchers.sync(&directory);
+                }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "directory refresh failed"),
             }

@@ -4,7 +4,6 @@
 use whatsapp_cloud::wire::{
     TemplateCategoryUpdate, TemplateInfo, TemplateStatus, TemplateStatusUpdate,
 };
-use whatsapp_cloud::GraphClient;
 
 use crate::clock::now_ms;
 use crate::store::tenancy::{TemplateRecord, TemplateStore};
@@ -37,11 +36,12 @@ pub fn record_from_info(info: &TemplateInfo, previous: Option<&TemplateRecord>) 
 /// Replaces the clinic's catalog entries with what Meta lists. Returns how many were synced.
 pub async fn sync(
     store: &dyn TemplateStore,
-    graph: &GraphClient,
+    meta: &crate::meta::Meta,
     clinic: &ClinicSettings,
 ) -> Result<usize, CatalogError> {
-    let listed = graph
-        .list_templates(clinic.access_token.expose(), &clinic.waba_id)
+    let listed = meta
+        .client(clinic)
+        .list_templates(meta.token(clinic), &clinic.waba_id)
         .await?;
     for info in &listed {
         let previous = store

@@ -33,6 +33,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub api: ApiSettings,
     pub actors: ActorsSettings,
+    pub sandbox: SandboxSettings,
     pub wallet: WalletSettings,
     pub pricing: RateCard,
     #[serde(default)]
@@ -49,6 +50,11 @@ pub struct AdminSettings {
 pub struct ApiSettings {
     pub rate_per_second: u32,
     pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SandboxSettings {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

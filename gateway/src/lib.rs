@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod domain;
+pub mod meta;
 pub mod metrics;
 pub mod outbound;
 pub mod pricing;

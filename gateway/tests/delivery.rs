@@ -20,7 +20,10 @@ async fn send_many(app: &TestApp, n: usize) -> Vec<String> {
 
 async fn assert_each_delivered_once(app: &TestApp, ids: &[String], timeout: Duration) {
     for id in ids {
-        let v = app.wait_for(id, &["delivered", "read"], timeout).await;
+        // `failed` ends the wait early: the assertion below then shows why.
+        let v = app
+            .wait_for(id, &["delivered", "read", "failed"], timeout)
+            .await;
         assert!(
             matches!(v["status"].as_str(), Some("delivered" | "read")),
             "{v}"
@@ -101,11 +104,17 @@ async fn throttling_errors_are_retried_without_amplifying() {
 
 #[actix_rt::test]
 async fn pair_rate_and_server_errors_are_retried() {
-    let app = spawn_app("pair_and_5xx", Options::default()).await;
+    // Enough attempts that 20 % + 20 % injected failures cannot exhaust a message by chance
+    // (0.36^20 per message).
+    let opts = Options {
+        max_attempts: 20,
+        ..Options::default()
+    };
+    let app = spawn_app("pair_and_5xx", opts).await;
     app.sim.set_faults(Faults {
-        error_rate: 0.25,
+        error_rate: 0.2,
         error_code: 131056,
-        http_5xx_rate: 0.25,
+        http_5xx_rate: 0.2,
         ..Faults::default()
     });
     let ids = send_many(&app, 30).await;

@@ -654,3 +654,114 @@ async fn crossing_the_low_balance_threshold_sends_a_signed_callback() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(captured.lock().len(), 1);
 }
+
+#[actix_rt::test]
+async fn sandbox_clinics_build_against_the_gateway_for_free() {
+    let app = spawn_app("sandbox_mode", Options::default()).await;
+    let (s, v) = app
+        .call(Method::POST, "/admin/v1/clinics", ADMIN_KEY, Some(json!({
+            "id": "clinic_try", "display_name": "Trial Clinic", "waba_id": "700000000000007", "mode": "sandbox",
+            "numbers": [{"phone_number_id": "700000000000008", "display": "+91 80 4555 0008", "tier_mps": 80}]})))
+        .await;
+    assert_eq!(s, 201, "a sandbox clinic needs no Meta token: {v}");
+    let (_, key) = app
+        .call(
+            Method::POST,
+            "/admin/v1/clinics/clinic_try/api-keys",
+            ADMIN_KEY,
+            None,
+        )
+        .await;
+    let key = key["key"].as_str().unwrap_or_default().to_owned();
+    // Submitted templates are "approved by Meta" shortly after.
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/templates",
+            &key,
+            Some(
+                json!({"name": "welcome", "category": "UTILITY", "language": "en",
+            "components": [{"type": "BODY", "text": "Welcome {{1}}!"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let welcome = json!({"to": PATIENT, "type": "template", "template": {"name": "welcome", "language": {"code": "en"},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "Asha"}]}]}});
+    let mut id = None;
+    for _ in 0..100 {
+        let (s, v) = app
+            .call(Method::POST, "/v1/messages", &key, Some(welcome.clone()))
+            .await;
+        if s == 202 {
+            id = v["id"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = id.unwrap_or_else(|| panic!("the template was never approved"));
+    // It costs nothing: the wallet was never credited.
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = app
+            .call(Method::GET, &format!("/v1/messages/{id}"), &key, None)
+            .await
+            .1;
+        if status["status"] == "read" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["status"], "read", "{status}");
+    let (_, sent) = app.call(Method::GET, "/v1/sandbox/sent", &key, None).await;
+    assert_eq!(sent["sent"].as_array().map(Vec::len), Some(1), "{sent}");
+    assert!(
+        app.sim.sent().is_empty(),
+        "nothing reached the (live) Meta of this test"
+    );
+    // Play the patient: their reply opens the window for free-form messages.
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/sandbox/inbound",
+            &key,
+            Some(json!({"from": "9876543210", "text": "Thanks!"})),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let mut accepted = false;
+    for _ in 0..100 {
+        if app
+            .call(
+                Method::POST,
+                "/v1/messages",
+                &key,
+                Some(text(PATIENT, "You're welcome")),
+            )
+            .await
+            .0
+            == 202
+        {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted);
+    assert_eq!(
+        app.call(Method::GET, "/v1/wallet", &key, None).await.1["settled"],
+        0
+    );
+    // Live clinics cannot use the sandbox routes.
+    assert_eq!(
+        app.call(
+            Method::POST,
+            "/v1/sandbox/inbound",
+            KEY_A,
+            Some(json!({"from": PATIENT, "text": "x"}))
+        )
+        .await
+        .0,
+        409
+    );
+}

@@ -115,6 +115,7 @@ fn store_problem(e: StoreError) -> Problem {
 
 async fn publish(state: &AppState) -> Result<(), Problem> {
     state.directory.refresh(&*state.store, true).await?;
+    state.meta.register(&state.directory);
     state.dispatchers.sync(&state.directory);
     Ok(())
 }
@@ -166,7 +167,7 @@ pub async fn create_clinic(
         .await
         .map_err(store_problem)?;
     publish(&state).await?;
-    if let Err(e) = crate::catalog::sync(&*state.store, &state.graph, &clinic).await {
+    if let Err(e) = crate::catalog::sync(&*state.store, &state.meta, &clinic).await {
         tracing::warn!(tenant = %clinic.id, error = %e, "template sync of the new clinic failed; retry with POST /v1/templates/sync");
     }
     tracing::info!(tenant = %clinic.id, "clinic created");

@@ -8,6 +8,7 @@ mod limits;
 mod messages;
 mod money;
 pub mod problem;
+mod sandbox;
 mod templates;
 mod wallet;
 mod webhook;
@@ -35,7 +36,7 @@ pub struct AppState {
     pub outbound: Outbound,
     pub metrics: Metrics,
     pub settings: Arc<Settings>,
-    pub graph: whatsapp_cloud::GraphClient,
+    pub meta: Arc<crate::meta::Meta>,
     pub api_limiter: DefaultKeyedRateLimiter<TenantId>,
     pub actors: Arc<crate::tenants::actors::Actors>,
 }
@@ -84,6 +85,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/templates/{name}/{language}/accept-category",
             web::post().to(templates::accept_category),
         )
+        .route("/v1/sandbox/inbound", web::post().to(sandbox::inbound))
+        .route("/v1/sandbox/sent", web::get().to(sandbox::sent))
         .route("/admin/v1/clinics", web::post().to(admin::create_clinic))
         .route("/admin/v1/clinics", web::get().to(admin::list_clinics))
         .route("/admin/v1/clinics/{id}", web::get().to(admin::get_clinic))

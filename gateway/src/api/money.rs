@@ -37,7 +37,11 @@ pub async fn on_status(
                 return Ok(());
             };
             let card = clinic.rate_card.as_ref().unwrap_or(&state.settings.pricing);
-            let charge = card.settle(pricing.kind, pricing.category, &to);
+            let charge = if state.meta.is_sandbox(clinic) {
+                crate::domain::Money::ZERO
+            } else {
+                card.settle(pricing.kind, pricing.category, &to)
+            };
             if state
                 .store
                 .settle(&clinic.id, id, charge, now_ms())

@@ -67,8 +67,9 @@ pub async fn submit(
         ));
     }
     let created = state
-        .graph
-        .create_template(clinic.access_token.expose(), &clinic.waba_id, &t)
+        .meta
+        .client(&clinic)
+        .create_template(state.meta.token(&clinic), &clinic.waba_id, &t)
         .await
         .map_err(meta_problem)?;
     let info = TemplateInfo {
@@ -83,13 +84,16 @@ pub async fn submit(
     let record = catalog::record_from_info(&info, None);
     state.store.put_template(&clinic.id, &record).await?;
     state.actors.templates_changed(&clinic.id);
+    state
+        .meta
+        .approve_later(&clinic, &record.name, &record.language);
     Ok(HttpResponse::Created().json(record))
 }
 
 pub async fn sync(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
-    let n = catalog::sync(&*state.store, &state.graph, &clinic)
+    let n = catalog::sync(&*state.store, &state.meta, &clinic)
         .await
         .map_err(catalog_problem)?;
     state.actors.templates_changed(&clinic.id);

@@ -100,7 +100,7 @@ pub async fn receive(
                 _ => state.directory.by_waba(&entry.id),
             };
             for c in clinics {
-                let s = c.app_secret.expose().to_owned();
+                let s = state.meta.webhook_secret(&c).to_owned();
                 if !secrets.contains(&s) {
                     secrets.push(s);
                 }

@@ -151,8 +151,9 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
     let started = Instant::now();
     let result = core
         .deps
-        .client
-        .send_message(clinic.access_token.expose(), entry.number.as_str(), &out)
+        .meta
+        .client(&clinic)
+        .send_message(core.deps.meta.token(&clinic), entry.number.as_str(), &out)
         .await;
     let result_label = match &result {
         Ok(_) => "ok",

@@ -13,7 +13,6 @@ use std::time::Duration;
 use actix::{Actor, Addr, Arbiter};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use whatsapp_cloud::GraphClient;
 
 use crate::config::DispatchSettings;
 use crate::domain::PhoneNumberId;
@@ -28,7 +27,7 @@ pub use dispatcher::{Dispatcher, Drain, SetTier};
 pub struct DispatchDeps {
     pub store: Arc<dyn Backend>,
     pub directory: Arc<Directory>,
-    pub client: GraphClient,
+    pub meta: Arc<crate::meta::Meta>,
     pub metrics: Metrics,
     pub settings: DispatchSettings,
     /// Unique per process: names this node's consumer in the queue groups.
