@@ -87,7 +87,9 @@ impl Outbound {
             admission.price = Money::ZERO;
         }
 
-        if admission.counts_against_limit {
+        // Bulk sends are counted when the dispatcher is about to send them, and wait there for
+        // budget; everything else is refused now rather than sent into a Meta error.
+        if admission.counts_against_limit && msg.lane != crate::domain::Lane::Bulk {
             if let Some(limit) = clinic.messaging_limit {
                 if let LimitDecision::Reached { limit, frees_at_ms } = store
                     .reach_patient(&clinic.portfolio_id, msg.to.digits(), limit, now)

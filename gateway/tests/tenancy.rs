@@ -765,3 +765,41 @@ async fn sandbox_clinics_build_against_the_gateway_for_free() {
         409
     );
 }
+
+#[actix_rt::test]
+async fn bulk_sends_wait_for_messaging_limit_budget_instead_of_failing() {
+    let opts = Options {
+        shared_portfolio_limit: Some(2),
+        ..Options::default()
+    };
+    let app = spawn_app("bulk_limit", opts).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let mut body = template(&patient(i));
+        body["lane"] = json!("bulk");
+        let (s, v) = app.post(KEY_A, &body).await;
+        assert_eq!(s, 202, "bulk is accepted and waits for budget: {v}");
+        ids.push(v["id"].as_str().unwrap_or_default().to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut statuses = Vec::new();
+    for id in &ids {
+        statuses.push(
+            app.get_message(KEY_A, id).await.1["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        );
+    }
+    let sent = statuses
+        .iter()
+        .filter(|s| matches!(s.as_str(), "accepted" | "sent" | "delivered" | "read"))
+        .count();
+    let waiting = statuses.iter().filter(|s| s.as_str() == "queued").count();
+    assert_eq!((sent, waiting), (2, 2), "{statuses:?}");
+    assert_eq!(app.sim.sent().len(), 2, "only the budget went to Meta");
+    assert!(app.sim.rejected().is_empty());
+    // A care message for a third patient is refused outright at the API.
+    let (s, _) = app.post(KEY_A, &template(&patient(9))).await;
+    assert_eq!(s, 429);
+}

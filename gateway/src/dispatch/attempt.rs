@@ -114,6 +114,15 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
                 return tracing::warn!(message = %msg.id, error = %e, "could not read the template")
             }
         }
+        if msg.lane == crate::domain::Lane::Bulk {
+            match bulk_budget(core, &clinic, msg).await {
+                Ok(None) => {}
+                Ok(Some(frees_at_ms)) => return defer(core, entry, frees_at_ms).await,
+                Err(e) => {
+                    return tracing::warn!(message = %msg.id, error = %e, "could not check the messaging limit")
+                }
+            }
+        }
     }
     if let Err(wait) = core.pacer.check_recipient(msg.to.digits()) {
         // Pair rate: this recipient waits, the lane goes on.
@@ -283,4 +292,37 @@ async fn defer(core: &Core, entry: &QueueEntry, due_ms: i64) {
     if due_ms <= now_ms() + 5 {
         core.wake.notify_one();
     }
+}
+
+/// For a bulk template to a patient outside their window: takes one patient from the portfolio's
+/// messaging limit, or says when budget frees (the entry waits; nothing is sent into an error).
+async fn bulk_budget(
+    core: &Core,
+    clinic: &crate::tenants::ClinicSettings,
+    msg: &crate::domain::NewMessage,
+) -> Result<Option<i64>, crate::store::StoreError> {
+    let Some(limit) = clinic.messaging_limit else {
+        return Ok(None);
+    };
+    let store = &core.deps.store;
+    let now = now_ms();
+    if store
+        .window_until(&msg.tenant, msg.to.digits())
+        .await?
+        .is_some_and(|until| until > now)
+    {
+        return Ok(None);
+    }
+    Ok(
+        match store
+            .reach_patient(&clinic.portfolio_id, msg.to.digits(), limit, now)
+            .await?
+        {
+            crate::store::tenancy::LimitDecision::Allowed { .. } => None,
+            crate::store::tenancy::LimitDecision::Reached { frees_at_ms, .. } => {
+                tracing::info!(message = %msg.id, frees_at_ms, "messaging limit reached; bulk send waits");
+                Some(frees_at_ms)
+            }
+        },
+    )
 }
