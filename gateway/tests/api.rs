@@ -205,15 +205,7 @@ async fn health_readiness_and_metrics() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
-    let m = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let m = app.metrics_text().await;
     assert!(
         m.contains("clinic_gateway_sends_total{outcome=\"accepted\"} 1"),
         "{m}"

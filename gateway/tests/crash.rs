@@ -288,21 +288,8 @@ async fn assert_wallet_settled(http: &reqwest::Client, node: &Node, delivered: u
         .json()
         .await
         .unwrap_or(Value::Null);
-    let replayed = ledger["entries"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .fold(0i64, |acc, e| {
-            let amount = e["amount"].as_i64().unwrap_or(0);
-            let reserved = e["reserved"].as_i64().unwrap_or(0);
-            match e["kind"].as_str() {
-                Some("credit") => acc + amount,
-                Some("reserve") => acc - amount,
-                Some("release") => acc + amount,
-                Some("settle") => acc + reserved - amount,
-                _ => acc,
-            }
-        });
+    let entries = ledger["entries"].as_array().cloned().unwrap_or_default();
+    let replayed = replay_ledger(&entries);
     assert_eq!(
         Some(replayed),
         w["available"].as_i64(),

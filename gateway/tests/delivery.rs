@@ -122,15 +122,7 @@ async fn pair_rate_and_server_errors_are_retried() {
     let codes: std::collections::HashSet<i64> = app.sim.rejected().iter().map(|r| r.code).collect();
     assert!(!codes.is_empty(), "faults were injected");
     let retried = ids.len() + app.sim.rejected().len();
-    let m = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let m = app.metrics_text().await;
     assert!(
         m.contains("clinic_gateway_sends_total{outcome=\"retried\"}"),
         "{m}"
@@ -165,15 +157,7 @@ async fn timeouts_wait_for_the_status_and_never_duplicate() {
         ids.push(app.send(&template(&patient(i))).await);
     }
     assert_each_delivered_once(&app, &ids, Duration::from_secs(40)).await;
-    let m = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let m = app.metrics_text().await;
     assert!(
         m.contains("clinic_gateway_sends_total{outcome=\"unknown\"}"),
         "timeouts happened: {m}"

@@ -37,21 +37,6 @@ async fn ledger(app: &TestApp, key: &str) -> Vec<Value> {
     }
 }
 
-/// Replays the ledger: credits − charges − (holds not yet settled or released).
-fn replay(entries: &[Value]) -> i64 {
-    entries.iter().fold(0, |acc, e| {
-        let amount = e["amount"].as_i64().unwrap_or(0);
-        let reserved = e["reserved"].as_i64().unwrap_or(0);
-        match e["kind"].as_str() {
-            Some("credit") => acc + amount,
-            Some("reserve") => acc - amount,
-            Some("release") => acc + amount,
-            Some("settle") => acc + reserved - amount,
-            _ => acc,
-        }
-    })
-}
-
 #[actix_rt::test]
 async fn admin_provisions_clinics_keys_and_credits() {
     let app = spawn_app("admin", Options::default()).await;
@@ -268,7 +253,7 @@ async fn wallet_reserves_settles_and_releases_to_the_micro_unit() {
     assert_eq!(w["available"].as_i64(), Some(start - 6 * UTILITY), "{w}");
     let entries = ledger(&app, KEY_A).await;
     assert_eq!(
-        replay(&entries),
+        replay_ledger(&entries),
         w["available"].as_i64().unwrap_or(-1),
         "ledger replays to the balance"
     );

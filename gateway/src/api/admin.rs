@@ -53,6 +53,16 @@ fn parse_json(body: &[u8]) -> Result<Value, Problem> {
     })
 }
 
+/// The stored clinic a path names, or 404.
+async fn existing_clinic(state: &AppState, raw: &str) -> Result<ClinicSettings, Problem> {
+    let id = tenant_id(raw)?;
+    state
+        .store
+        .clinic(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found("no such clinic"))
+}
+
 fn tenant_id(raw: &str) -> Result<TenantId, Problem> {
     TenantId::parse(raw).map_err(|_| Problem::not_found("no such clinic"))
 }
@@ -192,11 +202,7 @@ pub async fn update_clinic(
     {
         return Err(Problem::invalid_field("id", "a clinic's id cannot change"));
     }
-    let existing = state
-        .store
-        .clinic(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found("no such clinic"))?;
+    let existing = existing_clinic(&state, &path).await?;
     let mut v = serde_json::to_value(&existing).map_err(|e| Problem::unavailable(e.to_string()))?;
     merge(&mut v, &patch);
     if let Some(o) = v.as_object_mut() {
@@ -220,12 +226,7 @@ pub async fn get_clinic(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     admin(&req, &state)?;
-    let id = tenant_id(&path)?;
-    let clinic = state
-        .store
-        .clinic(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found("no such clinic"))?;
+    let clinic = existing_clinic(&state, &path).await?;
     Ok(HttpResponse::Ok().json(clinic_view(&clinic)))
 }
 
@@ -247,12 +248,7 @@ async fn set_status(
     status: &str,
 ) -> Result<HttpResponse, Problem> {
     admin(&req, &state)?;
-    let id = tenant_id(&path)?;
-    let mut clinic = state
-        .store
-        .clinic(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found("no such clinic"))?;
+    let mut clinic = existing_clinic(&state, &path).await?;
     clinic.status =
         serde_json::from_value(json!(status)).map_err(|e| Problem::unavailable(e.to_string()))?;
     clinic.updated_ms = now_ms();
@@ -298,12 +294,7 @@ pub async fn create_key(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     admin(&req, &state)?;
-    let id = tenant_id(&path)?;
-    state
-        .store
-        .clinic(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found("no such clinic"))?;
+    let id = existing_clinic(&state, &path).await?.id;
     let input: NewKey = if body.is_empty() {
         NewKey::default()
     } else {
@@ -332,12 +323,7 @@ pub async fn list_keys(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     admin(&req, &state)?;
-    let id = tenant_id(&path)?;
-    state
-        .store
-        .clinic(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found("no such clinic"))?;
+    let id = existing_clinic(&state, &path).await?.id;
     let keys = state.store.api_keys(&id).await?;
     Ok(HttpResponse::Ok().json(json!({"keys": keys.iter().map(key_view).collect::<Vec<_>>()})))
 }
@@ -370,12 +356,7 @@ pub async fn credit(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     admin(&req, &state)?;
-    let id = tenant_id(&path)?;
-    state
-        .store
-        .clinic(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found("no such clinic"))?;
+    let id = existing_clinic(&state, &path).await?.id;
     let key = req
         .headers()
         .get("Idempotency-Key")

@@ -257,6 +257,14 @@ impl TestApp {
         (status, v)
     }
 
+    /// The Prometheus exposition of the gateway.
+    pub async fn metrics_text(&self) -> String {
+        match self.http.get(format!("{}/metrics", self.base)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     /// A JSON request with a bearer key; returns status and body.
     pub async fn call(
         &self,
@@ -409,4 +417,19 @@ pub fn callback_receiver() -> (String, Captured) {
     .run();
     actix_rt::spawn(server);
     (url, captured)
+}
+
+/// Replays a wallet ledger: credits − charges − holds not yet settled or released.
+pub fn replay_ledger(entries: &[Value]) -> i64 {
+    entries.iter().fold(0, |acc, e| {
+        let amount = e["amount"].as_i64().unwrap_or(0);
+        let reserved = e["reserved"].as_i64().unwrap_or(0);
+        match e["kind"].as_str() {
+            Some("credit") => acc + amount,
+            Some("reserve") => acc - amount,
+            Some("release") => acc + amount,
+            Some("settle") => acc + reserved - amount,
+            _ => acc,
+        }
+    })
 }
