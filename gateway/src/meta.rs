@@ -89,18 +89,26 @@ impl Meta {
 
     /// Registers sandbox clinics' numbers with the sandbox (idempotent).
     pub fn register(&self, directory: &Directory) {
+        for c in directory.all() {
+            self.register_clinic(&c);
+        }
+    }
+
+    /// Registers one sandbox clinic's numbers (live clinics are ignored).
+    pub fn register_clinic(&self, c: &ClinicSettings) {
         let Some(s) = &self.sandbox else { return };
-        for c in directory.all().iter().filter(|c| c.mode == Mode::Sandbox) {
-            for n in &c.numbers {
-                let display: String = n.display.chars().filter(char::is_ascii_digit).collect();
-                let tier = if n.tier_mps == 0 {
-                    1_000_000
-                } else {
-                    n.tier_mps
-                };
-                s.state
-                    .register_number(n.phone_number_id.as_str(), &c.waba_id, &display, tier);
-            }
+        if c.mode != Mode::Sandbox {
+            return;
+        }
+        for n in &c.numbers {
+            let display: String = n.display.chars().filter(char::is_ascii_digit).collect();
+            let tier = if n.tier_mps == 0 {
+                1_000_000
+            } else {
+                n.tier_mps
+            };
+            s.state
+                .register_number(n.phone_number_id.as_str(), &c.waba_id, &display, tier);
         }
     }
 

@@ -123,10 +123,23 @@ fn store_problem(e: StoreError) -> Problem {
     }
 }
 
-async fn publish(state: &AppState) -> Result<(), Problem> {
-    state.directory.refresh(&*state.store, true).await?;
-    state.meta.register(&state.directory);
-    state.dispatchers.sync(&state.directory);
+/// Makes this node's change visible at once, without reloading every clinic (other nodes pick
+/// it up from the directory version within a second).
+async fn publish(
+    state: &AppState,
+    clinic: Option<&ClinicSettings>,
+    key: Option<&ApiKeyRecord>,
+) -> Result<(), Problem> {
+    let version = state.store.directory_version().await?;
+    if let Some(c) = clinic {
+        state.directory.upsert_clinic(c.clone());
+        state.meta.register_clinic(c);
+        state.dispatchers.sync_clinic(c);
+    }
+    if let Some(k) = key {
+        state.directory.apply_key(k);
+    }
+    state.directory.seen_own_change(version);
     Ok(())
 }
 
@@ -176,7 +189,7 @@ pub async fn create_clinic(
         .put_clinic(&clinic)
         .await
         .map_err(store_problem)?;
-    publish(&state).await?;
+    publish(&state, Some(&clinic), None).await?;
     if let Err(e) = crate::catalog::sync(&*state.store, &state.meta, &clinic).await {
         tracing::warn!(tenant = %clinic.id, error = %e, "template sync of the new clinic failed; retry with POST /v1/templates/sync");
     }
@@ -215,7 +228,7 @@ pub async fn update_clinic(
         .put_clinic(&clinic)
         .await
         .map_err(store_problem)?;
-    publish(&state).await?;
+    publish(&state, Some(&clinic), None).await?;
     tracing::info!(tenant = %clinic.id, "clinic updated");
     Ok(HttpResponse::Ok().json(clinic_view(&clinic)))
 }
@@ -257,7 +270,7 @@ async fn set_status(
         .put_clinic(&clinic)
         .await
         .map_err(store_problem)?;
-    publish(&state).await?;
+    publish(&state, Some(&clinic), None).await?;
     Ok(HttpResponse::Ok().json(clinic_view(&clinic)))
 }
 
@@ -310,7 +323,7 @@ pub async fn create_key(
         revoked_ms: None,
     };
     state.store.put_api_key(&record).await?;
-    publish(&state).await?;
+    publish(&state, None, Some(&record)).await?;
     let mut v = key_view(&record);
     // Shown once: only its hash is kept.
     v["key"] = json!(key);
@@ -339,7 +352,13 @@ pub async fn revoke_key(
     if !state.store.revoke_api_key(&id, &key_id, now_ms()).await? {
         return Err(Problem::not_found("no such key for this clinic"));
     }
-    publish(&state).await?;
+    let revoked = state
+        .store
+        .api_keys(&id)
+        .await?
+        .into_iter()
+        .find(|k| k.id == key_id);
+    publish(&state, None, revoked.as_ref()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

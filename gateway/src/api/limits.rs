@@ -58,10 +58,10 @@ pub async fn apply_quality_update(
             c.updated_ms = now_ms();
             tracing::info!(tenant = %c.id, event = %u.event, limit = ?c.messaging_limit, "Meta changed this clinic's limits");
             state.store.put_clinic(&c).await?;
+            state.directory.upsert_clinic(c.clone());
+            state.dispatchers.sync_clinic(&c);
         }
     }
-    state.directory.refresh(&*state.store, true).await?;
-    state.dispatchers.sync(&state.directory);
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use crate::config::DispatchSettings;
 use crate::domain::PhoneNumberId;
 use crate::metrics::Metrics;
 use crate::store::Backend;
-use crate::tenants::Directory;
+use crate::tenants::{ClinicSettings, Directory};
 
 pub use dispatcher::{Dispatcher, Drain, SetTier};
 
@@ -69,37 +69,42 @@ impl Dispatchers {
 
     /// Starts dispatchers for new numbers and re-paces numbers whose tier changed.
     pub fn sync(&self, directory: &Directory) {
-        let mut running = self.running.lock();
         for clinic in directory.all() {
-            for number in &clinic.numbers {
-                if let Some(r) = running.get_mut(&number.phone_number_id) {
-                    if r.tier_mps != number.tier_mps {
-                        r.tier_mps = number.tier_mps;
-                        r.addr.do_send(SetTier(number.tier_mps));
-                    }
-                    continue;
+            self.sync_clinic(&clinic);
+        }
+    }
+
+    /// As `sync`, for one clinic's numbers.
+    pub fn sync_clinic(&self, clinic: &ClinicSettings) {
+        let mut running = self.running.lock();
+        for number in &clinic.numbers {
+            if let Some(r) = running.get_mut(&number.phone_number_id) {
+                if r.tier_mps != number.tier_mps {
+                    r.tier_mps = number.tier_mps;
+                    r.addr.do_send(SetTier(number.tier_mps));
                 }
-                let wake = Arc::new(Notify::new());
-                let deps = self.deps.clone();
-                let n = number.clone();
-                let w = wake.clone();
-                let arbiter = {
-                    let mut next = self.next.lock();
-                    *next += 1;
-                    &self.arbiters[*next % self.arbiters.len()]
-                };
-                let addr = Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Dispatcher::new(n, deps, w)
-                });
-                running.insert(
-                    number.phone_number_id.clone(),
-                    Running {
-                        addr,
-                        wake,
-                        tier_mps: number.tier_mps,
-                    },
-                );
+                continue;
             }
+            let wake = Arc::new(Notify::new());
+            let deps = self.deps.clone();
+            let n = number.clone();
+            let w = wake.clone();
+            let arbiter = {
+                let mut next = self.next.lock();
+                *next += 1;
+                &self.arbiters[*next % self.arbiters.len()]
+            };
+            let addr = Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| {
+                Dispatcher::new(n, deps, w)
+            });
+            running.insert(
+                number.phone_number_id.clone(),
+                Running {
+                    addr,
+                    wake,
+                    tier_mps: number.tier_mps,
+                },
+            );
         }
     }
 

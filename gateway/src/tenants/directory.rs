@@ -1,5 +1,6 @@
-//! The node's view of all clinics: loaded from the store, reloaded when the store's directory
-//! version changes (any node's admin change), and read lock-free-ish on every request.
+//! The node's view of all clinics: loaded from the store, updated in place by this node's admin
+//! changes, and reloaded (at most once a second) when another node changed the store's directory
+//! version. Lookups take a read lock just long enough to clone an `Arc`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use parking_lot::RwLock;
 use super::hash_api_key;
 use super::model::ClinicSettings;
 use crate::domain::{PhoneNumberId, TenantId};
-use crate::store::tenancy::TenantStore;
+use crate::store::tenancy::{ApiKeyRecord, TenantStore};
 use crate::store::StoreError;
 
 #[derive(Default)]
@@ -21,9 +22,40 @@ struct Snapshot {
     by_waba: HashMap<String, Vec<TenantId>>,
 }
 
+impl Snapshot {
+    fn remove_clinic(&mut self, id: &TenantId) {
+        if let Some(old) = self.by_id.remove(id) {
+            for n in &old.numbers {
+                if self.by_number.get(&n.phone_number_id) == Some(id) {
+                    self.by_number.remove(&n.phone_number_id);
+                }
+            }
+            if let Some(list) = self.by_waba.get_mut(&old.waba_id) {
+                list.retain(|t| t != id);
+                if list.is_empty() {
+                    self.by_waba.remove(&old.waba_id);
+                }
+            }
+        }
+    }
+
+    fn insert_clinic(&mut self, c: ClinicSettings) {
+        self.remove_clinic(&c.id);
+        for n in &c.numbers {
+            self.by_number
+                .insert(n.phone_number_id.clone(), c.id.clone());
+        }
+        self.by_waba
+            .entry(c.waba_id.clone())
+            .or_default()
+            .push(c.id.clone());
+        self.by_id.insert(c.id.clone(), Arc::new(c));
+    }
+}
+
 #[derive(Default)]
 pub struct Directory {
-    snapshot: RwLock<Arc<Snapshot>>,
+    snapshot: RwLock<Snapshot>,
 }
 
 impl Directory {
@@ -44,41 +76,57 @@ impl Directory {
             ..Snapshot::default()
         };
         for c in clinics {
-            for n in &c.numbers {
-                s.by_number.insert(n.phone_number_id.clone(), c.id.clone());
-            }
-            s.by_waba
-                .entry(c.waba_id.clone())
-                .or_default()
-                .push(c.id.clone());
-            s.by_id.insert(c.id.clone(), Arc::new(c));
+            s.insert_clinic(c);
         }
         for k in keys {
             if k.revoked_ms.is_none() {
                 s.by_key_hash.insert(k.hash.to_ascii_lowercase(), k.tenant);
             }
         }
-        *self.snapshot.write() = Arc::new(s);
+        *self.snapshot.write() = s;
         Ok(true)
     }
 
-    fn snap(&self) -> Arc<Snapshot> {
-        self.snapshot.read().clone()
+    /// Applies a clinic this node just stored, without reloading every clinic.
+    pub fn upsert_clinic(&self, clinic: ClinicSettings) {
+        self.snapshot.write().insert_clinic(clinic);
+    }
+
+    /// After this node's own change moved the store's version by one, records it as seen, so the
+    /// periodic refresh does not reload everything for a change already applied. A jump of more
+    /// than one means another node changed something too: the next refresh reloads.
+    pub fn seen_own_change(&self, version: u64) {
+        let mut s = self.snapshot.write();
+        if version == s.version + 1 {
+            s.version = version;
+        }
+    }
+
+    /// Applies an API key this node just stored or revoked.
+    pub fn apply_key(&self, key: &ApiKeyRecord) {
+        let mut s = self.snapshot.write();
+        let hash = key.hash.to_ascii_lowercase();
+        if key.revoked_ms.is_none() {
+            s.by_key_hash.insert(hash, key.tenant.clone());
+        } else {
+            s.by_key_hash.remove(&hash);
+        }
     }
 
     /// The active clinic an API key belongs to. Suspended clinics' keys are refused.
     pub fn by_api_key(&self, key: &str) -> Option<Arc<ClinicSettings>> {
-        let s = self.snap();
-        let tenant = s.by_key_hash.get(&hash_api_key(key))?;
+        let hash = hash_api_key(key);
+        let s = self.snapshot.read();
+        let tenant = s.by_key_hash.get(&hash)?;
         s.by_id.get(tenant).filter(|c| c.is_active()).cloned()
     }
 
     pub fn get(&self, id: &TenantId) -> Option<Arc<ClinicSettings>> {
-        self.snap().by_id.get(id).cloned()
+        self.snapshot.read().by_id.get(id).cloned()
     }
 
     pub fn by_number(&self, number: &PhoneNumberId) -> Option<Arc<ClinicSettings>> {
-        let s = self.snap();
+        let s = self.snapshot.read();
         s.by_number
             .get(number)
             .and_then(|t| s.by_id.get(t))
@@ -86,7 +134,7 @@ impl Directory {
     }
 
     pub fn by_waba(&self, waba: &str) -> Vec<Arc<ClinicSettings>> {
-        let s = self.snap();
+        let s = self.snapshot.read();
         s.by_waba
             .get(waba)
             .into_iter()
@@ -96,10 +144,18 @@ impl Directory {
     }
 
     pub fn all(&self) -> Vec<Arc<ClinicSettings>> {
-        self.snap().by_id.values().cloned().collect()
+        self.snapshot.read().by_id.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.snapshot.read().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn version(&self) -> u64 {
-        self.snap().version
+        self.snapshot.read().version
     }
 }
