@@ -122,6 +122,8 @@ pub struct DispatchSettings {
     pub pair_period_ms: u64,
     pub pair_burst: u32,
     pub idle_poll_ms: u64,
+    pub idle_poll_max_ms: u64,
+    pub passivate_after_ms: u64,
     pub max_queue: u64,
     pub default_ttl_secs: u64,
 }

@@ -33,7 +33,7 @@ pub struct Metrics {
     pub wallet: IntCounterVec,
     /// Clinics whose balance crossed their low-balance threshold.
     pub low_balance: prometheus::IntCounter,
-    /// Resident actors by kind (tenant, conversation).
+    /// Resident actors by kind (tenant, conversation, dispatcher).
     pub actors: IntGaugeVec,
 }
 

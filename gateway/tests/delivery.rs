@@ -343,3 +343,33 @@ async fn post_webhook(app: &TestApp, body: &str, signature: &str) -> u16 {
         .status()
         .as_u16()
 }
+
+#[actix_rt::test]
+async fn passivated_dispatchers_wake_for_new_work() {
+    let opts = Options {
+        passivate_after_ms: 300,
+        ..Options::default()
+    };
+    let app = spawn_app("passivation", opts).await;
+    let first = app.send(&template(&patient(1))).await;
+    app.wait_for(&first, &["read"], Duration::from_secs(10))
+        .await;
+    // Idle well past the passivation time: the dispatchers have stopped by now.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let m = app.metrics_text().await;
+    assert!(
+        m.contains("clinic_gateway_resident_actors{kind=\"dispatcher\"} 0"),
+        "{m}"
+    );
+    let started = std::time::Instant::now();
+    let second = app.send(&template(&patient(2))).await;
+    let v = app
+        .wait_for(&second, &["read"], Duration::from_secs(10))
+        .await;
+    assert_eq!(v["status"], "read", "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woken at once, not by a slow poll"
+    );
+    assert_eq!(app.sent_for(&second).len(), 1);
+}

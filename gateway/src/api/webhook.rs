@@ -4,9 +4,12 @@ use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures::{stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use whatsapp_cloud::signature::{verify, verify_subscription, SIGNATURE_HEADER};
-use whatsapp_cloud::wire::{Change, Status, StatusKind, WebhookEnvelope};
+use whatsapp_cloud::wire::{Change, InboundMessage, Status, StatusKind, WebhookEnvelope};
+
+use crate::tenants::ClinicSettings;
 
 use super::body::read_bounded;
 use super::problem::Problem;
@@ -159,53 +162,22 @@ async fn apply_change(
             let Some(clinic) = state.directory.by_number(&number) else {
                 return Ok(());
             };
-            for s in &v.statuses {
-                let Some(update) = status_update(s) else {
-                    *results.entry("ignored").or_default() += 1;
-                    continue;
-                };
-                let outcome = state.store.apply_status(&number, &update).await?;
-                let label = match &outcome {
-                    StatusOutcome::Applied { .. } => "applied",
-                    StatusOutcome::KeptEarly { .. } => "early",
-                    StatusOutcome::Duplicate => "duplicate",
-                    StatusOutcome::UnknownMessage => "unknown",
-                };
+            // Items of one delivery are independent (statuses are monotonic per message, and a
+            // patient's messages are ordered by their conversation actor), so apply them
+            // concurrently, a bounded number at a time.
+            let labels: Vec<&'static str> = stream::iter(v.statuses.iter())
+                .map(|s| apply_status_item(state, &clinic, &number, s))
+                .buffer_unordered(WEBHOOK_CONCURRENCY)
+                .try_collect()
+                .await?;
+            for label in labels {
                 *results.entry(label).or_default() += 1;
-                // Settling and releasing are idempotent, so a duplicate still completes a
-                // settlement an earlier, failed delivery of this webhook did not.
-                let id = match outcome {
-                    StatusOutcome::Applied { id, .. } | StatusOutcome::KeptEarly { id } => id,
-                    StatusOutcome::Duplicate => match update.message.clone() {
-                        Some(id) => id,
-                        None => continue,
-                    },
-                    StatusOutcome::UnknownMessage => continue,
-                };
-                money::on_status(state, &clinic, &id, s, update.state).await?;
             }
-            for m in &v.messages {
-                let kind = serde_json::to_value(m.kind)
-                    .ok()
-                    .and_then(|k| k.as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "unknown".into());
-                state.metrics.inbound.with_label_values(&[&kind]).inc();
-                // The patient wrote: their customer-service window opens for 24 h from now on.
-                let at_ms = m
-                    .unix_seconds()
-                    .map_or_else(crate::clock::now_ms, |s| s * 1000);
-                match state
-                    .actors
-                    .inbound(state.store.clone(), &clinic.id, &m.from, at_ms)
-                    .await
-                {
-                    Ok(result) => result?,
-                    // Not 200: Meta delivers again.
-                    Err(e) => {
-                        return Err(StoreError::Unavailable(format!("conversation actor: {e}")))
-                    }
-                }
-            }
+            stream::iter(v.messages.iter())
+                .map(|m| apply_inbound(state, &clinic, m))
+                .buffer_unordered(WEBHOOK_CONCURRENCY)
+                .try_collect::<Vec<()>>()
+                .await?;
         }
         Change::MessageTemplateStatusUpdate(u) => {
             for clinic in state.directory.by_waba(waba) {
@@ -227,4 +199,62 @@ async fn apply_change(
         }
     }
     Ok(())
+}
+
+/// Status and inbound items of one delivery applied at once.
+const WEBHOOK_CONCURRENCY: usize = 32;
+
+async fn apply_status_item(
+    state: &AppState,
+    clinic: &ClinicSettings,
+    number: &PhoneNumberId,
+    s: &Status,
+) -> Result<&'static str, StoreError> {
+    let Some(update) = status_update(s) else {
+        return Ok("ignored");
+    };
+    let outcome = state.store.apply_status(number, &update).await?;
+    let label = match &outcome {
+        StatusOutcome::Applied { .. } => "applied",
+        StatusOutcome::KeptEarly { .. } => "early",
+        StatusOutcome::Duplicate => "duplicate",
+        StatusOutcome::UnknownMessage => "unknown",
+    };
+    // Settling and releasing are idempotent, so a duplicate still completes a settlement an
+    // earlier, failed delivery of this webhook did not.
+    let id = match outcome {
+        StatusOutcome::Applied { id, .. } | StatusOutcome::KeptEarly { id } => id,
+        StatusOutcome::Duplicate => match update.message.clone() {
+            Some(id) => id,
+            None => return Ok(label),
+        },
+        StatusOutcome::UnknownMessage => return Ok(label),
+    };
+    money::on_status(state, clinic, &id, s, update.state).await?;
+    Ok(label)
+}
+
+async fn apply_inbound(
+    state: &AppState,
+    clinic: &ClinicSettings,
+    m: &InboundMessage,
+) -> Result<(), StoreError> {
+    let kind = serde_json::to_value(m.kind)
+        .ok()
+        .and_then(|k| k.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    state.metrics.inbound.with_label_values(&[&kind]).inc();
+    // The patient wrote: their customer-service window opens for 24 h from now on.
+    let at_ms = m
+        .unix_seconds()
+        .map_or_else(crate::clock::now_ms, |s| s * 1000);
+    match state
+        .actors
+        .inbound(state.store.clone(), &clinic.id, &m.from, at_ms)
+        .await
+    {
+        Ok(result) => result,
+        // Not 200: Meta delivers again.
+        Err(e) => Err(StoreError::Unavailable(format!("conversation actor: {e}"))),
+    }
 }

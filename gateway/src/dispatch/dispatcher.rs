@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture,
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture,
+    WrapFuture,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -105,7 +106,12 @@ impl Actor for Dispatcher {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(number = %self.core.number.phone_number_id, tier = self.core.number.tier_mps, "dispatcher started");
-        ctx.spawn(run(self.core.clone()).into_actor(self).map(|_, _, _| ()));
+        // When the loop ends (drained or passivated) the actor stops with it.
+        ctx.spawn(
+            run(self.core.clone())
+                .into_actor(self)
+                .map(|_, _, ctx| ctx.stop()),
+        );
     }
 }
 
@@ -142,6 +148,8 @@ async fn run(core: Rc<Core>) {
     let mut last_reclaim: Option<Instant> = None;
     let mut round: u32 = 0;
     let mut store_errors: u32 = 0;
+    let mut idle_rounds: u32 = 0;
+    let mut idle_since: Option<Instant> = None;
     while !core.draining.get() {
         let store = &core.deps.store;
         if let Err(e) = store.promote_due(&number, now_ms(), 1_000).await {
@@ -202,7 +210,16 @@ async fn run(core: Rc<Core>) {
 
         if entries.is_empty() {
             drop(permits);
-            let idle = Duration::from_millis(s.idle_poll_ms);
+            let idle_for = idle_since.get_or_insert_with(Instant::now).elapsed();
+            if idle_for >= Duration::from_millis(s.passivate_after_ms) && quiet(&core).await {
+                // Nothing queued, scheduled or in flight: stop; an accept on this node wakes the
+                // number's dispatcher again (see `Dispatchers::wake`).
+                tracing::debug!(number = %number, "dispatcher passivated");
+                return;
+            }
+            // Idle numbers poll less and less often (work accepted on this node wakes them at once).
+            let idle = idle_backoff(s.idle_poll_ms, s.idle_poll_max_ms, idle_rounds);
+            idle_rounds = idle_rounds.saturating_add(1);
             let until_due = match store.next_due(&number).await {
                 Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64),
                 _ => idle,
@@ -210,9 +227,39 @@ async fn run(core: Rc<Core>) {
             let _ = tokio::time::timeout(idle.min(until_due), core.wake.notified()).await;
             continue;
         }
+        idle_rounds = 0;
+        idle_since = None;
         for (entry, permit) in entries.into_iter().zip(permits) {
             actix::spawn(attempt::process(core.clone(), entry, permit));
         }
     }
     tracing::info!(number = %number, "dispatcher draining");
+}
+
+/// The wait before the next poll of an idle number: doubling from `base_ms` to `max_ms`.
+pub fn idle_backoff(base_ms: u64, max_ms: u64, idle_rounds: u32) -> Duration {
+    let factor = 1u64.checked_shl(idle_rounds.min(16)).unwrap_or(u64::MAX);
+    Duration::from_millis(base_ms.saturating_mul(factor).min(max_ms.max(base_ms)))
+}
+
+/// True when the number has nothing queued, scheduled or in flight.
+async fn quiet(core: &Core) -> bool {
+    let all_permits = core.in_flight.available_permits() == core.deps.settings.max_in_flight;
+    match core.deps.store.depth(&core.number.phone_number_id).await {
+        Ok(d) => all_permits && d.ready == [0, 0, 0] && d.in_flight == 0 && d.delayed == 0,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_polling_backs_off_to_a_ceiling() {
+        assert_eq!(idle_backoff(250, 5_000, 0), Duration::from_millis(250));
+        assert_eq!(idle_backoff(250, 5_000, 2), Duration::from_millis(1_000));
+        assert_eq!(idle_backoff(250, 5_000, 10), Duration::from_millis(5_000));
+        assert_eq!(idle_backoff(250, 5_000, 200), Duration::from_millis(5_000));
+    }
 }

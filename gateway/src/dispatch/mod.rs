@@ -18,7 +18,7 @@ use crate::config::DispatchSettings;
 use crate::domain::PhoneNumberId;
 use crate::metrics::Metrics;
 use crate::store::Backend;
-use crate::tenants::{ClinicSettings, Directory};
+use crate::tenants::{BusinessNumber, ClinicSettings, Directory};
 
 pub use dispatcher::{Dispatcher, Drain, SetTier};
 
@@ -38,6 +38,7 @@ struct Running {
     addr: Addr<Dispatcher>,
     wake: Arc<Notify>,
     tier_mps: u32,
+    number: BusinessNumber,
 }
 
 /// The node's dispatchers and how to reach them.
@@ -79,40 +80,59 @@ impl Dispatchers {
         let mut running = self.running.lock();
         for number in &clinic.numbers {
             if let Some(r) = running.get_mut(&number.phone_number_id) {
+                r.number = number.clone();
                 if r.tier_mps != number.tier_mps {
                     r.tier_mps = number.tier_mps;
                     r.addr.do_send(SetTier(number.tier_mps));
                 }
                 continue;
             }
-            let wake = Arc::new(Notify::new());
-            let deps = self.deps.clone();
-            let n = number.clone();
-            let w = wake.clone();
-            let arbiter = {
-                let mut next = self.next.lock();
-                *next += 1;
-                &self.arbiters[*next % self.arbiters.len()]
-            };
-            let addr = Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| {
-                Dispatcher::new(n, deps, w)
-            });
-            running.insert(
-                number.phone_number_id.clone(),
-                Running {
-                    addr,
-                    wake,
-                    tier_mps: number.tier_mps,
-                },
-            );
+            let r = self.spawn(number.clone());
+            running.insert(number.phone_number_id.clone(), r);
         }
     }
 
-    /// Tells a number's dispatcher that work arrived (cheap; safe from any thread).
-    pub fn wake(&self, number: &PhoneNumberId) {
-        if let Some(r) = self.running.lock().get(number) {
-            r.wake.notify_one();
+    fn spawn(&self, number: BusinessNumber) -> Running {
+        let wake = Arc::new(Notify::new());
+        let deps = self.deps.clone();
+        let n = number.clone();
+        let w = wake.clone();
+        let arbiter = {
+            let mut next = self.next.lock();
+            *next += 1;
+            &self.arbiters[*next % self.arbiters.len()]
+        };
+        let addr =
+            Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| Dispatcher::new(n, deps, w));
+        Running {
+            addr,
+            wake,
+            tier_mps: number.tier_mps,
+            number,
         }
+    }
+
+    /// Tells a number's dispatcher that work arrived (cheap; safe from any thread), starting it
+    /// again if it had passivated.
+    pub fn wake(&self, number: &PhoneNumberId) {
+        let mut running = self.running.lock();
+        let Some(r) = running.get_mut(number) else {
+            return;
+        };
+        if !r.addr.connected() {
+            let fresh = self.spawn(r.number.clone());
+            *r = fresh;
+        }
+        r.wake.notify_one();
+    }
+
+    /// How many dispatchers are running (not passivated).
+    pub fn active(&self) -> usize {
+        self.running
+            .lock()
+            .values()
+            .filter(|r| r.addr.connected())
+            .count()
     }
 
     /// The numbers with a running dispatcher.

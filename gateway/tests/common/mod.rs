@@ -46,6 +46,7 @@ pub struct Options {
     /// Both clinics share this portfolio and messaging limit when set.
     pub shared_portfolio_limit: Option<u32>,
     pub api_rate_per_second: u32,
+    pub passivate_after_ms: u64,
 }
 
 impl Default for Options {
@@ -67,6 +68,7 @@ impl Default for Options {
             wallet_credit: 1_000_000_000,
             shared_portfolio_limit: None,
             api_rate_per_second: 1_000,
+            passivate_after_ms: 60_000,
         }
     }
 }
@@ -157,6 +159,8 @@ pub fn settings(base_url: &str, prefix: &str, opts: &Options) -> Settings {
     d.retry_max_ms = opts.retry_max_ms;
     d.max_attempts = opts.max_attempts;
     d.idle_poll_ms = 50;
+    d.idle_poll_max_ms = 200;
+    d.passivate_after_ms = opts.passivate_after_ms;
     s.api.rate_per_second = opts.api_rate_per_second;
     s.api.burst = opts.api_rate_per_second;
     s.clinics = vec![
