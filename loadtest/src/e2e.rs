@@ -89,12 +89,12 @@ pub fn expected_rate(numbers: usize, tier_mps: u32) -> Option<f64> {
     (tier_mps > 0).then(|| numbers as f64 * f64::from(tier_mps) * 0.9)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
 }
 
-fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -103,17 +103,17 @@ fn unique_suffix() -> String {
 }
 
 /// The gateway child; SIGKILLed on drop so no error path leaves it running.
-struct Gateway {
-    child: Option<Child>,
-    log: PathBuf,
+pub(crate) struct Gateway {
+    pub(crate) child: Option<Child>,
+    pub(crate) log: PathBuf,
 }
 
 impl Gateway {
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
 
-    fn exited(&mut self) -> Option<String> {
+    pub(crate) fn exited(&mut self) -> Option<String> {
         let c = self.child.as_mut()?;
         match c.try_wait() {
             Ok(Some(status)) => Some(status.to_string()),
@@ -121,14 +121,14 @@ impl Gateway {
         }
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    fn log_tail(&self, lines: usize) -> String {
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
         let s = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = s.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
@@ -154,7 +154,7 @@ pub struct CpuReport {
 }
 
 #[derive(Debug, Clone)]
-struct CpuSample {
+pub(crate) struct CpuSample {
     at: Instant,
     gateway_threads: HashMap<u32, (String, u64)>,
     gateway: Option<u64>,
@@ -163,7 +163,7 @@ struct CpuSample {
     own: u64,
 }
 
-fn sample(gateway: Option<u32>, redis: Option<u32>) -> CpuSample {
+pub(crate) fn sample(gateway: Option<u32>, redis: Option<u32>) -> CpuSample {
     let (sim, own) = procstat::own_ticks_split();
     CpuSample {
         at: Instant::now(),
@@ -175,7 +175,7 @@ fn sample(gateway: Option<u32>, redis: Option<u32>) -> CpuSample {
     }
 }
 
-fn cpu_between(a: &CpuSample, b: &CpuSample) -> CpuReport {
+pub(crate) fn cpu_between(a: &CpuSample, b: &CpuSample) -> CpuReport {
     let wall = b.at.duration_since(a.at).as_secs_f64();
     let pct = |x: Option<u64>, y: Option<u64>| match (x, y) {
         (Some(x), Some(y)) => Some(procstat::percent(x, y, wall)),
@@ -441,7 +441,7 @@ fn spawn_gateway(
     })
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str, gw: &mut Gateway) -> Result<()> {
+pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str, gw: &mut Gateway) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
         if let Some(status) = gw.exited() {
@@ -465,7 +465,7 @@ async fn wait_ready(http: &reqwest::Client, base: &str, gw: &mut Gateway) -> Res
     )
 }
 
-async fn redis_connection(url: &str) -> Result<redis::aio::MultiplexedConnection> {
+pub(crate) async fn redis_connection(url: &str) -> Result<redis::aio::MultiplexedConnection> {
     let client = redis::Client::open(url).with_context(|| format!("redis url {url}"))?;
     tokio::time::timeout(
         Duration::from_secs(5),
@@ -477,7 +477,7 @@ async fn redis_connection(url: &str) -> Result<redis::aio::MultiplexedConnection
 }
 
 /// A numeric field of `INFO <section>`.
-async fn redis_info_field(
+pub(crate) async fn redis_info_field(
     con: &mut redis::aio::MultiplexedConnection,
     section: &str,
     field: &str,
@@ -494,7 +494,10 @@ async fn redis_info_field(
 }
 
 /// SCAN + UNLINK of every key under the run's prefix.
-async fn delete_prefix(con: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Result<u64> {
+pub(crate) async fn delete_prefix(
+    con: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+) -> Result<u64> {
     let pattern = format!("{prefix}*");
     let mut cursor: u64 = 0;
     let mut deleted = 0u64;

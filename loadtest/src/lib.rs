@@ -1,10 +1,11 @@
-//! The library half of `loadgen`: scenarios ([`sim_ceiling`], [`e2e`]) and the measurements they
+//! The library half of `loadgen`: scenarios ([`sim_ceiling`], [`e2e`], [`tenants`]) and the measurements they
 //! report ([`stats`], [`procstat`]). The binary only parses flags and prints reports.
 
 pub mod e2e;
 pub mod procstat;
 pub mod sim_ceiling;
 pub mod stats;
+pub mod tenants;
 
 use std::time::Duration;
 

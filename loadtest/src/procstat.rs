@@ -78,6 +78,22 @@ pub fn busiest_threads(
     v
 }
 
+/// Resident memory of a process from `/proc/<pid>/status`: (`VmRSS`, `VmHWM`) in KiB.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_memory(&s)
+}
+
+fn parse_status_memory(status: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        status.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// Percent of one core used between two readings over `wall_secs`.
 pub fn percent(before: u64, after: u64, wall_secs: f64) -> f64 {
     if wall_secs <= 0.0 {
@@ -99,5 +115,14 @@ mod tests {
         let (_, other) = own_ticks_split();
         let _ = other;
         assert!((percent(0, 100, 2.0) - 50.0).abs() < 1e-9);
+        let (rss, hwm) = memory_kib(std::process::id()).unwrap_or_default();
+        assert!(rss > 0 && hwm >= rss, "rss {rss} hwm {hwm}");
+    }
+
+    #[test]
+    fn parses_status_memory() {
+        let s = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nThreads:\t3\n";
+        assert_eq!(parse_status_memory(s), Some((1024, 2048)));
+        assert_eq!(parse_status_memory("Name: x"), None);
     }
 }

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use loadtest::e2e::{self, E2eOptions};
 use loadtest::parse_duration;
 use loadtest::sim_ceiling::{self, SimCeilingOptions};
+use loadtest::tenants::{self, TenantsOptions};
 
 /// Load-test scenarios for Clinic Gateway (loopback only, bounded in time and count).
 #[derive(Debug, Parser)]
@@ -20,7 +21,8 @@ struct Cli {
     /// Print the report as one JSON object on stdout (progress still goes to stderr).
     #[arg(long, global = true)]
     json: bool,
-    /// Short run for CI: sim-ceiling runs 2 s; e2e caps --messages at 200 and --concurrency at 8.
+    /// Short run for CI: sim-ceiling runs 2 s; e2e caps --messages at 200 and --concurrency at 8;
+    /// tenants caps --clinics at 50, --windows at 2,000, --duration at 5 s and --idle at 3 s.
     #[arg(long, global = true)]
     quick: bool,
     /// Tokio worker threads of loadgen's own client (the in-process sandbox has its own threads).
@@ -39,6 +41,13 @@ enum Scenario {
     /// `clinic-gateway serve` as a child against Redis, sends --messages through POST
     /// /v1/messages, then checks that each reached the sandbox exactly once within the tier.
     E2e(E2eArgs),
+    /// Clinics as tenants at scale: starts the sandbox in process and `clinic-gateway serve` as a
+    /// child, provisions --clinics through the admin API (number, WABA, approved template, API
+    /// key, wallet credit each), opens --windows customer-service windows with signed inbound
+    /// webhooks, samples the gateway's RSS after provisioning, after the windows and through an
+    /// --idle period, then measures POST /v1/messages accept latency with --active clinics for
+    /// --duration and checks that the sandbox received every accepted message.
+    Tenants(TenantsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +133,95 @@ struct E2eArgs {
     keep_files: bool,
 }
 
+#[derive(Debug, Args)]
+struct TenantsArgs {
+    /// Clinics to provision through the admin API (at most 40,000).
+    #[arg(long, default_value_t = 10_000)]
+    clinics: usize,
+    /// Customer-service windows to open (patients writing in), spread evenly over the clinics.
+    #[arg(long, default_value_t = 1_000_000)]
+    windows: usize,
+    /// Clinics whose API keys the active phase uses, round-robin (the first K provisioned).
+    #[arg(long, default_value_t = 1_000)]
+    active: usize,
+    /// How long the active phase sends (e.g. 20s); 0 skips it.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Closed-loop API clients in the active phase (one distinct recipient per message).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Clinics provisioned at a time (create, API key, credit in order for each).
+    #[arg(long, default_value_t = 32)]
+    provision_concurrency: usize,
+    /// Webhook POSTs in flight while opening windows.
+    #[arg(long, default_value_t = 16)]
+    webhook_concurrency: usize,
+    /// Inbound messages per webhook POST (all for one business number), 1 to 1000.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Idle period after the windows, RSS sampled every 5 s (the gateway's conversation actors
+    /// stop after 60 s idle, so 90 s shows whether their memory is returned).
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    idle: Duration,
+    /// Throughput tier of every business number (20, 80 or 1000).
+    #[arg(long, default_value_t = 80)]
+    tier_mps: u32,
+    /// A different app secret per clinic for the inbound webhooks. The sandbox signs all of its
+    /// webhooks with one secret, so it then sends no status webhooks.
+    #[arg(long)]
+    per_clinic_secrets: bool,
+    /// Stop starting new clinics after this long (the report says how many were reached).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    provision_timeout: Duration,
+    /// Stop posting new window webhooks after this long.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    windows_timeout: Duration,
+    /// Wait at most this long after the last accept for the sandbox to receive everything.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    delivery_timeout: Duration,
+    /// Gateway RSS target in MiB; a reading above it fails the run.
+    #[arg(long, default_value_t = 1024)]
+    max_rss_mib: u64,
+    /// The gateway binary to start.
+    #[arg(long, default_value = "target/release/clinic-gateway")]
+    gateway_bin: PathBuf,
+    /// Redis the gateway uses; keys go under a unique prefix deleted at the end.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// actix workers of the in-process sandbox.
+    #[arg(long, default_value_t = 1)]
+    sim_workers: usize,
+    /// Sandbox without throughput or pair-rate checks.
+    #[arg(long)]
+    sim_unlimited: bool,
+    /// Sandbox delay before each status webhook (sent, delivered, read).
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    status_latency: Duration,
+    /// The sandbox sends no `read` statuses.
+    #[arg(long)]
+    no_read_receipts: bool,
+    /// RUST_LOG of the gateway child (its log file is in the run's temporary directory).
+    #[arg(long, default_value = "warn")]
+    gateway_log: String,
+    /// Extra environment for the gateway child, KEY=VALUE, repeatable
+    /// (e.g. CLINIC_GATEWAY__DISPATCH__IDLE_POLL_MS=1000).
+    #[arg(long = "gateway-env", value_parser = parse_env)]
+    gateway_env: Vec<(String, String)>,
+    /// Leave the run's Redis keys in place (default: SCAN + UNLINK of the prefix).
+    #[arg(long)]
+    keep_redis_keys: bool,
+    /// Keep the temporary directory (gateway config and log) even when the run passed.
+    #[arg(long)]
+    keep_files: bool,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -207,6 +305,49 @@ async fn run(cli: Cli) -> Result<bool> {
             print(cli.json, &report)?;
             Ok(report.passed())
         }
+        Scenario::Tenants(a) => {
+            let mut o = TenantsOptions {
+                clinics: a.clinics,
+                windows: a.windows,
+                active: a.active,
+                duration: a.duration,
+                concurrency: a.concurrency,
+                provision_concurrency: a.provision_concurrency,
+                webhook_concurrency: a.webhook_concurrency,
+                batch: a.batch,
+                idle: a.idle,
+                tier_mps: a.tier_mps,
+                per_clinic_secrets: a.per_clinic_secrets,
+                provision_timeout: a.provision_timeout,
+                windows_timeout: a.windows_timeout,
+                delivery_timeout: a.delivery_timeout,
+                max_rss_mib: a.max_rss_mib,
+                gateway_bin: a.gateway_bin,
+                redis_url: a.redis_url,
+                sim_workers: a.sim_workers,
+                sim_unlimited: a.sim_unlimited,
+                status_latency: a.status_latency,
+                read_receipts: !a.no_read_receipts,
+                gateway_log_level: a.gateway_log,
+                gateway_env: a.gateway_env,
+                keep_redis_keys: a.keep_redis_keys,
+                keep_files: a.keep_files,
+            };
+            if cli.quick {
+                o.clinics = o.clinics.min(50);
+                o.windows = o.windows.min(2_000);
+                o.active = o.active.min(50);
+                o.duration = o.duration.min(Duration::from_secs(5));
+                o.idle = o.idle.min(Duration::from_secs(3));
+                o.concurrency = o.concurrency.min(16);
+                o.provision_timeout = o.provision_timeout.min(Duration::from_secs(10));
+                o.windows_timeout = o.windows_timeout.min(Duration::from_secs(5));
+                o.delivery_timeout = o.delivery_timeout.min(Duration::from_secs(10));
+            }
+            let report = tenants::run(o).await?;
+            print(cli.json, &report)?;
+            Ok(report.passed())
+        }
     }
 }
 
@@ -245,6 +386,41 @@ mod tests {
             (100, 80, 20000, 64)
         );
         assert!(a.sim_unlimited);
+    }
+
+    #[test]
+    fn tenants_flags_parse() {
+        let cli = Cli::parse_from(["loadgen", "tenants"]);
+        let Scenario::Tenants(a) = cli.scenario else {
+            panic!("expected tenants");
+        };
+        assert_eq!(
+            (a.clinics, a.windows, a.active, a.duration),
+            (10_000, 1_000_000, 1_000, Duration::from_secs(20))
+        );
+        let cli = Cli::parse_from([
+            "loadgen",
+            "--quick",
+            "tenants",
+            "--clinics",
+            "200",
+            "--idle",
+            "30s",
+            "--gateway-env",
+            "CLINIC_GATEWAY__DISPATCH__IDLE_POLL_MS=1000",
+        ]);
+        let Scenario::Tenants(a) = cli.scenario else {
+            panic!("expected tenants");
+        };
+        assert_eq!((a.clinics, a.idle), (200, Duration::from_secs(30)));
+        assert_eq!(
+            a.gateway_env,
+            vec![(
+                "CLINIC_GATEWAY__DISPATCH__IDLE_POLL_MS".to_owned(),
+                "1000".to_owned()
+            )]
+        );
+        assert!(parse_env("novalue").is_err());
     }
 
     #[test]
