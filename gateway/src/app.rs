@@ -135,6 +135,9 @@ impl Application {
             ActorSettings {
                 mailbox: settings.actors.mailbox,
                 idle: Duration::from_secs(settings.actors.idle_secs),
+                conversation_idle: Duration::from_secs(
+                    settings.actors.conversation_idle_secs.max(1),
+                ),
                 catalog_ttl: Duration::from_secs(settings.actors.catalog_ttl_secs),
             },
             arbiters.iter().map(|a| a.handle()).collect(),

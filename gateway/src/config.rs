@@ -62,6 +62,7 @@ pub struct ActorsSettings {
     pub arbiters: usize,
     pub mailbox: usize,
     pub idle_secs: u64,
+    pub conversation_idle_secs: u64,
     pub catalog_ttl_secs: u64,
 }
 

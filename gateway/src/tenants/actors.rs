@@ -30,6 +30,8 @@ pub enum ActorError {
 pub struct ActorSettings {
     pub mailbox: usize,
     pub idle: Duration,
+    /// Idle time after which a conversation actor stops.
+    pub conversation_idle: Duration,
     /// How long a cached template catalog is trusted before it is read again (changes made
     /// through this node invalidate it at once).
     pub catalog_ttl: Duration,
@@ -311,7 +313,7 @@ impl Actors {
                         tenant: tenant.clone(),
                         patient: patient.to_owned(),
                         store,
-                        idle: self.settings.idle.min(Duration::from_secs(60)),
+                        idle: self.settings.conversation_idle,
                         last_used: Instant::now(),
                     };
                     let slot = Slot {
@@ -381,6 +383,7 @@ mod tests {
             ActorSettings {
                 mailbox,
                 idle,
+                conversation_idle: idle,
                 catalog_ttl: Duration::from_secs(30),
             },
             vec![arbiter.handle()],
