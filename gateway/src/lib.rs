@@ -19,3 +19,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tenants;
 pub mod testing;
+pub mod workflows;

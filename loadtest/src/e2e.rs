@@ -65,9 +65,13 @@ pub fn recipient(i: usize) -> String {
     format!("+9197{:08}", i % 100_000_000)
 }
 
-/// The gateway's `--config` file: one clinic (own API key and WABA) per business number.
+/// The gateway's `--config` file: one clinic (own API key and WABA) per business number, and a
+/// per-clinic API rate limit that never binds (the gateway's default, 200/s per clinic, would
+/// otherwise answer most of a one-number run with 429).
 pub fn gateway_toml(numbers: usize, tier_mps: u32) -> String {
-    let mut s = String::from("# written by loadgen e2e\n");
+    let mut s = String::from(
+        "# written by loadgen e2e\n[api]\nrate_per_second = 1000000\nburst = 1000000\n",
+    );
     for i in 0..numbers {
         let key_hash = hex::encode(Sha256::digest(api_key(i).as_bytes()));
         let _ = write!(
@@ -888,6 +892,10 @@ mod tests {
         let hash = hex::encode(Sha256::digest(api_key(1).as_bytes()));
         assert!(t.contains(&hash));
         assert!(!t.contains(&api_key(1)), "only the key's hash is written");
+        assert!(
+            t.contains("rate_per_second = 1000000"),
+            "the API rate limit never binds"
+        );
     }
 
     #[test]

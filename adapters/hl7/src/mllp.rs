@@ -21,8 +21,9 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Framing errors.
 #[derive(Debug, Error)]
 pub enum MllpError {
-    /// A frame exceeded the limit. Its remaining bytes are discarded and decoding resumes at the
-    /// next frame; with `FramedRead` keep polling after this error to continue.
+    /// A frame exceeded the limit. Its remaining bytes are discarded and the decoder resumes at
+    /// the next frame. Note that `FramedRead` yields `None` after any decoder error, so a server
+    /// using it should answer AR and close the connection.
     #[error("MLLP frame exceeds the {limit}-byte limit")]
     FrameTooLarge {
         /// The configured limit.

@@ -1,5 +1,6 @@
 //! Domain types, parsed at the edge so the core never re-validates.
 
+pub mod appointment;
 pub mod ids;
 pub mod lane;
 pub mod message;
