@@ -143,11 +143,20 @@ impl Application {
             arbiters.iter().map(|a| a.handle()).collect(),
         ));
         spawn_actor_sweeper(actors.clone(), metrics.clone());
+        let clinical = crate::clinical::Clinical {
+            store: store.clone(),
+            actors: actors.clone(),
+            directory: directory.clone(),
+            callbacks: Callbacks::new(),
+            metrics: metrics.clone(),
+        };
+        crate::scheduler::spawn(clinical.clone(), Duration::from_millis(200));
         let state = web::Data::new(AppState {
             store: store.clone(),
             directory,
             dispatchers: dispatchers.clone(),
             actors,
+            clinical,
             outbound,
             metrics: metrics.clone(),
             meta: meta.clone(),

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub low_balance: prometheus::IntCounter,
     /// Resident actors by kind (tenant, conversation, dispatcher).
     pub actors: IntGaugeVec,
+    /// Clinical touchpoints by kind and result (accepted, refused).
+    pub touchpoints: IntCounterVec,
+    /// Patient replies acted on, by intent.
+    pub replies: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -168,6 +172,18 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         register(&registry, Box::new(actors.clone()));
+        let touchpoints = counter(
+            &registry,
+            "touchpoints_total",
+            "Clinical touchpoints by result",
+            &["touchpoint", "result"],
+        );
+        let replies = counter(
+            &registry,
+            "patient_replies_total",
+            "Patient replies acted on",
+            &["intent"],
+        );
         Self {
             registry,
             api_requests,
@@ -184,6 +200,8 @@ impl Metrics {
             wallet,
             low_balance,
             actors,
+            touchpoints,
+            replies,
         }
     }
 

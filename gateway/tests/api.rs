@@ -36,11 +36,24 @@ async fn accepted_means_stored_in_redis() {
         .flatten()
         .filter_map(|e| e["event"].as_str())
         .collect();
-    assert_eq!(
-        events,
-        ["queued", "sending", "accepted", "sent", "delivered", "read"],
-        "{v}"
-    );
+    // Statuses may overtake the send's own answer (then they are kept as early-… and folded in).
+    assert_eq!(&events[..2], ["queued", "sending"], "{v}");
+    assert!(events.contains(&"accepted"), "{v}");
+    assert_eq!(events.last(), Some(&"read"), "{v}");
+    for e in &events {
+        let known = [
+            "queued",
+            "sending",
+            "accepted",
+            "sent",
+            "delivered",
+            "read",
+            "early-sent",
+            "early-delivered",
+            "early-read",
+        ];
+        assert!(known.contains(e), "unexpected timeline event {e}: {v}");
+    }
 }
 
 #[actix_rt::test]

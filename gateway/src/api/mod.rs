@@ -1,6 +1,7 @@
 //! HTTP edge: `/v1` clinic API, `/admin/v1` aggregator API, `/webhooks/whatsapp`, health, metrics.
 
 mod admin;
+mod appointments;
 mod auth;
 mod body;
 mod health;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub meta: Arc<crate::meta::Meta>,
     pub api_limiter: DefaultKeyedRateLimiter<TenantId>,
     pub actors: Arc<crate::tenants::actors::Actors>,
+    pub clinical: crate::clinical::Clinical,
 }
 
 pub fn api_limiter(settings: &Settings) -> DefaultKeyedRateLimiter<TenantId> {
@@ -76,6 +78,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .route("/v1/messages", web::post().to(messages::send))
         .route("/v1/messages/{id}", web::get().to(messages::get))
+        .route("/v1/appointments", web::post().to(appointments::book))
+        .route("/v1/appointments", web::get().to(appointments::list))
+        .route("/v1/appointments/{id}", web::get().to(appointments::get))
+        .route(
+            "/v1/appointments/{id}",
+            web::patch().to(appointments::change),
+        )
         .route("/v1/wallet", web::get().to(wallet::get))
         .route("/v1/wallet/ledger", web::get().to(wallet::ledger))
         .route("/v1/templates", web::get().to(templates::list))

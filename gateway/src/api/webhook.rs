@@ -236,7 +236,7 @@ async fn apply_status_item(
 
 async fn apply_inbound(
     state: &AppState,
-    clinic: &ClinicSettings,
+    clinic: &std::sync::Arc<ClinicSettings>,
     m: &InboundMessage,
 ) -> Result<(), StoreError> {
     let kind = serde_json::to_value(m.kind)
@@ -253,8 +253,24 @@ async fn apply_inbound(
         .inbound(state.store.clone(), &clinic.id, &m.from, at_ms)
         .await
     {
-        Ok(result) => result,
+        Ok(result) => result?,
         // Not 200: Meta delivers again.
-        Err(e) => Err(StoreError::Unavailable(format!("conversation actor: {e}"))),
+        Err(e) => return Err(StoreError::Unavailable(format!("conversation actor: {e}"))),
     }
+    // A tap on a reminder's button, an interactive reply, or text that may answer our question.
+    let payload = m.button.as_ref().map(|b| b.payload.as_str()).or_else(|| {
+        m.interactive
+            .as_ref()
+            .and_then(|i| i.reply())
+            .map(|r| r.id.as_str())
+    });
+    let text = m
+        .text
+        .as_ref()
+        .map(|t| t.body.as_str())
+        .or_else(|| m.button.as_ref().map(|b| b.text.as_str()));
+    state
+        .clinical
+        .inbound(clinic, &m.from, &m.id, payload, text)
+        .await
 }

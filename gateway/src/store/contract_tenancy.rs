@@ -59,6 +59,7 @@ fn clinic(id: &str, numbers: &[&str]) -> ClinicSettings {
         low_balance_threshold: Money(50_000_000),
         callback: None,
         recategorisation: Default::default(),
+        reminder_offsets_minutes: vec![24 * 60],
         messaging_limit: Some(1000),
         created_ms: 1_700_000_000_000,
         updated_ms: 1_700_000_000_000,

@@ -57,6 +57,8 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     /// Clinics, keys, wallets, templates, windows, limits (see `memory_tenancy.rs`).
     pub(super) tenancy: Mutex<super::memory_tenancy::State>,
+    /// Appointments and scheduled jobs (see `memory_clinical.rs`).
+    pub(super) clinical: Mutex<super::memory_clinical::State>,
 }
 
 impl MemoryStore {

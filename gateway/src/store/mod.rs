@@ -2,7 +2,9 @@
 //! and a memory implementation (demo and fast unit tests). Nothing outside this module speaks
 //! Redis commands. `contract` holds the tests both implementations must pass.
 
+pub mod clinical;
 pub mod memory;
+mod memory_clinical;
 mod memory_tenancy;
 pub mod redis;
 pub mod tenancy;
@@ -115,6 +117,8 @@ pub trait Backend:
     + tenancy::TemplateStore
     + tenancy::ConversationStore
     + tenancy::LimitStore
+    + clinical::AppointmentStore
+    + clinical::JobStore
 {
 }
 
@@ -125,6 +129,8 @@ impl<T> Backend for T where
         + tenancy::TemplateStore
         + tenancy::ConversationStore
         + tenancy::LimitStore
+        + clinical::AppointmentStore
+        + clinical::JobStore
 {
 }
 

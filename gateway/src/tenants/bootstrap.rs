@@ -52,6 +52,7 @@ pub fn clinic_from_config(c: &ClinicConfig, settings: &Settings) -> ClinicSettin
         low_balance_threshold: Money(settings.wallet.default_low_balance_threshold),
         callback: None,
         recategorisation: Default::default(),
+        reminder_offsets_minutes: vec![24 * 60],
         messaging_limit: c.messaging_limit,
         created_ms: now,
         updated_ms: now,

@@ -143,6 +143,9 @@ pub struct ClinicSettings {
     pub callback: Option<Callback>,
     #[serde(default)]
     pub recategorisation: RecategorisationPolicy,
+    /// Reminders before each appointment, in minutes (default one, 24 h before).
+    #[serde(default = "default_reminder_offsets")]
+    pub reminder_offsets_minutes: Vec<u32>,
     /// Messaging-limit tier of the portfolio (unique patients outside their window per 24 h);
     /// `None` = unlimited.
     #[serde(default)]
@@ -161,6 +164,10 @@ impl ClinicSettings {
     pub fn is_active(&self) -> bool {
         self.status == ClinicStatus::Active
     }
+}
+
+fn default_reminder_offsets() -> Vec<u32> {
+    vec![24 * 60]
 }
 
 /// A rule the admin input broke, with the JSON path of the field.
@@ -283,6 +290,17 @@ impl ClinicSettings {
             if !hhmm(&q.start) || !hhmm(&q.end) {
                 return Err(invalid("quiet_hours", "start and end as HH:MM"));
             }
+        }
+        if self.reminder_offsets_minutes.len() > 5
+            || self
+                .reminder_offsets_minutes
+                .iter()
+                .any(|m| *m == 0 || *m > 14 * 24 * 60)
+        {
+            return Err(invalid(
+                "reminder_offsets_minutes",
+                "up to 5 offsets, each 1 minute to 14 days before the appointment",
+            ));
         }
         if self.low_balance_threshold.is_negative() {
             return Err(invalid("low_balance_threshold", "must not be negative"));

@@ -4,7 +4,7 @@
 //! Templates (Meta's create format lives in the template library), body placeholders in order:
 //! - `appointment_confirmation`: name, date, time, doctor, clinic; LOCATION header (when the
 //!   clinic has a location) so the patient gets a map.
-//! - `appointment_reminder`: name, date, time, doctor; quick replies Confirm / Cancel / Reschedule
+//! - `visit_reminder`: name, date, time, doctor; quick replies Confirm / Cancel / Reschedule
 //!   (buttons 0, 1, 2) whose payloads carry the appointment and its version.
 //! - `appointment_rescheduled`: name, date, time, doctor.
 //! - `appointment_cancelled`: name, date, time.
@@ -23,7 +23,7 @@ use crate::domain::Lane;
 use crate::tenants::ClinicSettings;
 
 pub const CONFIRMATION: &str = "appointment_confirmation";
-pub const REMINDER: &str = "appointment_reminder";
+pub const REMINDER: &str = "visit_reminder";
 pub const RESCHEDULED: &str = "appointment_rescheduled";
 pub const CANCELLED: &str = "appointment_cancelled";
 

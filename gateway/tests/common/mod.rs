@@ -131,6 +131,34 @@ pub fn start_sandbox(webhook_url: String, opts: &Options) -> SandboxHandle {
             "Hi {{1}}, see you at {{2}}.",
             TemplateStatus::Approved,
         );
+        // The appointment touchpoints' templates (see gateway/src/workflows/appointments.rs).
+        for (name, body) in [
+            (
+                "appointment_confirmation",
+                "Hi {{1}}, your appointment on {{2}} at {{3}} with {{4}} at {{5}} is booked.",
+            ),
+            (
+                "visit_reminder",
+                "Hi {{1}}, a reminder of your visit on {{2}} at {{3}} with {{4}}.",
+            ),
+            (
+                "appointment_rescheduled",
+                "Hi {{1}}, your appointment moved to {{2}} at {{3}} with {{4}}.",
+            ),
+            (
+                "appointment_cancelled",
+                "Hi {{1}}, your appointment on {{2}} at {{3}} is cancelled.",
+            ),
+        ] {
+            sim.add_template(
+                waba,
+                name,
+                "en",
+                TemplateCategory::Utility,
+                body,
+                TemplateStatus::Approved,
+            );
+        }
     }
     sandbox
 }

@@ -143,6 +143,35 @@ impl Keys {
     pub(super) fn reached(&self, portfolio: &str) -> String {
         format!("{}{{p:{}}}:reached", self.prefix, key_part(portfolio))
     }
+
+    /// String: an appointment as JSON.
+    pub(super) fn appointment(&self, tenant: &TenantId, id: &str) -> String {
+        format!("{}:apt:{id}", self.tenant(tenant))
+    }
+
+    /// Sorted set: appointment ids by start time.
+    pub(super) fn appointments(&self, tenant: &TenantId) -> String {
+        format!("{}:apts", self.tenant(tenant))
+    }
+
+    /// String: the EMR's id (hashed: any text) → our appointment id.
+    pub(super) fn appointment_external(&self, tenant: &TenantId, external_id: &str) -> String {
+        format!(
+            "{}:aptx:{}",
+            self.tenant(tenant),
+            hex::encode(Sha256::digest(external_id.as_bytes()))
+        )
+    }
+
+    /// String with a TTL: the appointment a patient's next reply refers to.
+    pub(super) fn pending(&self, tenant: &TenantId, patient: &str) -> String {
+        format!("{}:pending:{}", self.tenant(tenant), patient_part(patient))
+    }
+
+    /// Sorted set: scheduled jobs, score = due ms (claimed jobs are re-scored to their lease end).
+    pub(super) fn jobs(&self) -> String {
+        format!("{}jobs", self.prefix)
+    }
 }
 
 /// The field of a template in [`Keys::templates`].

@@ -11,6 +11,7 @@
 //! one implementation of the rules and Lua holds no state-machine logic; the write itself is one
 //! atomic script (fields, timeline lines, wamid index, TTL).
 
+mod clinical;
 mod keys;
 mod reply;
 mod scripts;

@@ -1,0 +1,86 @@
+//! Clinical state: appointments (with their EMR ids and the patient's pending question) and the
+//! scheduler's due jobs.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+use crate::domain::appointment::{Appointment, AppointmentId};
+use crate::domain::TenantId;
+use crate::workflows::Job;
+
+#[async_trait]
+pub trait AppointmentStore: Send + Sync + 'static {
+    /// Creates or replaces an appointment; indexes its EMR id and start time.
+    async fn put_appointment(&self, a: &Appointment) -> Result<(), StoreError>;
+    async fn appointment(
+        &self,
+        tenant: &TenantId,
+        id: &AppointmentId,
+    ) -> Result<Option<Appointment>, StoreError>;
+    async fn appointment_by_external(
+        &self,
+        tenant: &TenantId,
+        external_id: &str,
+    ) -> Result<Option<AppointmentId>, StoreError>;
+    /// Appointments starting in `[from_ms, to_ms)`, by start time, at most `limit`.
+    async fn appointments(
+        &self,
+        tenant: &TenantId,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Appointment>, StoreError>;
+    /// The appointment a patient's next free-text reply refers to (the last one we asked about).
+    async fn set_pending(
+        &self,
+        tenant: &TenantId,
+        patient: &str,
+        id: &AppointmentId,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError>;
+    async fn pending(
+        &self,
+        tenant: &TenantId,
+        patient: &str,
+    ) -> Result<Option<AppointmentId>, StoreError>;
+}
+
+/// A job claimed from the scheduler, to complete once done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub tenant: TenantId,
+    pub job: Job,
+    /// The scheduler's own handle of the job.
+    pub member: String,
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Schedules a job (idempotent: the same job scheduled twice runs once, at the later time).
+    async fn schedule(&self, tenant: &TenantId, job: &Job, due_ms: i64) -> Result<(), StoreError>;
+    /// Claims due jobs atomically across nodes. A claimed job not completed within `lease_ms`
+    /// (its node died) becomes due again.
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+    async fn complete(&self, job: &ClaimedJob) -> Result<(), StoreError>;
+    /// Jobs waiting (due or not).
+    async fn scheduled(&self) -> Result<u64, StoreError>;
+}
+
+/// The scheduler's member string for a job: stable, so scheduling is idempotent.
+pub fn job_member(tenant: &TenantId, job: &Job) -> String {
+    let json = serde_json::to_string(job).unwrap_or_default();
+    format!("{tenant}|{json}")
+}
+
+pub fn parse_member(member: &str) -> Option<(TenantId, Job)> {
+    let (tenant, json) = member.split_once('|')?;
+    Some((
+        TenantId::parse(tenant).ok()?,
+        serde_json::from_str(json).ok()?,
+    ))
+}

@@ -1,0 +1,161 @@
+//! `MemoryStore`'s clinical half: appointments and scheduled jobs.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+
+use super::clinical::{job_member, parse_member, AppointmentStore, ClaimedJob, JobStore};
+use super::{MemoryStore, StoreError};
+use crate::clock::now_ms;
+use crate::domain::appointment::{Appointment, AppointmentId};
+use crate::domain::TenantId;
+use crate::workflows::Job;
+
+#[derive(Default)]
+pub struct State {
+    appointments: HashMap<(TenantId, AppointmentId), Appointment>,
+    external: HashMap<(TenantId, String), AppointmentId>,
+    pending: HashMap<(TenantId, String), (AppointmentId, i64)>,
+    /// member → due ms.
+    jobs: BTreeMap<String, i64>,
+}
+
+#[async_trait]
+impl AppointmentStore for MemoryStore {
+    async fn put_appointment(&self, a: &Appointment) -> Result<(), StoreError> {
+        let mut s = self.clinical.lock();
+        if let Some(ext) = &a.external_id {
+            s.external
+                .insert((a.tenant.clone(), ext.clone()), a.id.clone());
+        }
+        s.appointments
+            .insert((a.tenant.clone(), a.id.clone()), a.clone());
+        Ok(())
+    }
+
+    async fn appointment(
+        &self,
+        tenant: &TenantId,
+        id: &AppointmentId,
+    ) -> Result<Option<Appointment>, StoreError> {
+        Ok(self
+            .clinical
+            .lock()
+            .appointments
+            .get(&(tenant.clone(), id.clone()))
+            .cloned())
+    }
+
+    async fn appointment_by_external(
+        &self,
+        tenant: &TenantId,
+        external_id: &str,
+    ) -> Result<Option<AppointmentId>, StoreError> {
+        Ok(self
+            .clinical
+            .lock()
+            .external
+            .get(&(tenant.clone(), external_id.to_owned()))
+            .cloned())
+    }
+
+    async fn appointments(
+        &self,
+        tenant: &TenantId,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let s = self.clinical.lock();
+        let mut out: Vec<Appointment> = s
+            .appointments
+            .values()
+            .filter(|a| &a.tenant == tenant && a.start_ms >= from_ms && a.start_ms < to_ms)
+            .cloned()
+            .collect();
+        out.sort_by_key(|a| (a.start_ms, a.id.clone()));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn set_pending(
+        &self,
+        tenant: &TenantId,
+        patient: &str,
+        id: &AppointmentId,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        let key = (tenant.clone(), patient.trim_start_matches('+').to_owned());
+        self.clinical
+            .lock()
+            .pending
+            .insert(key, (id.clone(), now_ms() + ttl_ms));
+        Ok(())
+    }
+
+    async fn pending(
+        &self,
+        tenant: &TenantId,
+        patient: &str,
+    ) -> Result<Option<AppointmentId>, StoreError> {
+        let key = (tenant.clone(), patient.trim_start_matches('+').to_owned());
+        Ok(self
+            .clinical
+            .lock()
+            .pending
+            .get(&key)
+            .filter(|(_, until)| *until > now_ms())
+            .map(|(id, _)| id.clone()))
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn schedule(&self, tenant: &TenantId, job: &Job, due_ms: i64) -> Result<(), StoreError> {
+        self.clinical
+            .lock()
+            .jobs
+            .insert(job_member(tenant, job), due_ms);
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let mut s = self.clinical.lock();
+        let mut due: Vec<(String, i64)> = s
+            .jobs
+            .iter()
+            .filter(|(_, d)| **d <= now_ms)
+            .map(|(m, d)| (m.clone(), *d))
+            .collect();
+        due.sort_by_key(|(_, d)| *d);
+        due.truncate(max);
+        let mut out = Vec::new();
+        for (member, _) in due {
+            s.jobs.insert(member.clone(), now_ms + lease_ms);
+            if let Some((tenant, job)) = parse_member(&member) {
+                out.push(ClaimedJob {
+                    tenant,
+                    job,
+                    member,
+                });
+            } else {
+                s.jobs.remove(&member);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn complete(&self, job: &ClaimedJob) -> Result<(), StoreError> {
+        self.clinical.lock().jobs.remove(&job.member);
+        Ok(())
+    }
+
+    async fn scheduled(&self) -> Result<u64, StoreError> {
+        Ok(self.clinical.lock().jobs.len() as u64)
+    }
+}

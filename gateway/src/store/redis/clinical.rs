@@ -1,0 +1,235 @@
+//! `RedisStore`'s clinical half: appointments under the tenant's tag, and the scheduler's job set.
+
+use ::redis::{Script, Value};
+use async_trait::async_trait;
+
+use super::reply::{corrupt, items, text as reply_text};
+use super::{unavailable, RedisStore};
+use crate::domain::appointment::{Appointment, AppointmentId};
+use crate::domain::TenantId;
+use crate::store::clinical::{job_member, parse_member, AppointmentStore, ClaimedJob, JobStore};
+use crate::store::StoreError;
+use crate::workflows::Job;
+
+/// Claims due jobs: each is re-scored to the end of its lease in the same step, so two nodes
+/// never claim the same job, and a job whose node died comes back when its lease ends.
+const CLAIM_JOBS: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[3], member)
+end
+return due
+";
+
+fn text(key: &str, v: &Value) -> Result<String, StoreError> {
+    reply_text(v).ok_or_else(|| corrupt(key, format!("expected a string, got {v:?}")))
+}
+
+fn list<'a>(key: &str, v: &'a Value) -> Result<&'a [Value], StoreError> {
+    items(v).ok_or_else(|| corrupt(key, format!("expected an array, got {v:?}")))
+}
+
+impl RedisStore {
+    async fn cmd(&self, cmd: &::redis::Cmd) -> Result<Value, StoreError> {
+        let mut c = self.conn().await?;
+        cmd.query_async(&mut c).await.map_err(unavailable)
+    }
+
+    async fn get_appointment_json(&self, key: &str) -> Result<Option<Appointment>, StoreError> {
+        match self.cmd(::redis::cmd("GET").arg(key)).await? {
+            Value::Nil => Ok(None),
+            v => {
+                let raw = text(key, &v)?;
+                serde_json::from_str(&raw)
+                    .map(Some)
+                    .map_err(|e| corrupt(key, format!("appointment: {e}")))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AppointmentStore for RedisStore {
+    async fn put_appointment(&self, a: &Appointment) -> Result<(), StoreError> {
+        let keys = self.keys();
+        let json = serde_json::to_string(a)
+            .map_err(|e| StoreError::Unavailable(format!("encoding an appointment: {e}")))?;
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(keys.appointment(&a.tenant, a.id.as_str()))
+            .arg(json)
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.appointments(&a.tenant))
+            .arg(a.start_ms)
+            .arg(a.id.as_str())
+            .ignore();
+        if let Some(ext) = &a.external_id {
+            pipe.cmd("SET")
+                .arg(keys.appointment_external(&a.tenant, ext))
+                .arg(a.id.as_str())
+                .ignore();
+        }
+        let mut c = self.conn().await?;
+        pipe.query_async::<()>(&mut c).await.map_err(unavailable)
+    }
+
+    async fn appointment(
+        &self,
+        tenant: &TenantId,
+        id: &AppointmentId,
+    ) -> Result<Option<Appointment>, StoreError> {
+        let key = self.keys().appointment(tenant, id.as_str());
+        Ok(self
+            .get_appointment_json(&key)
+            .await?
+            .filter(|a| &a.tenant == tenant))
+    }
+
+    async fn appointment_by_external(
+        &self,
+        tenant: &TenantId,
+        external_id: &str,
+    ) -> Result<Option<AppointmentId>, StoreError> {
+        let key = self.keys().appointment_external(tenant, external_id);
+        match self.cmd(::redis::cmd("GET").arg(&key)).await? {
+            Value::Nil => Ok(None),
+            v => Ok(AppointmentId::parse(&text(&key, &v)?)),
+        }
+    }
+
+    async fn appointments(
+        &self,
+        tenant: &TenantId,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let index = self.keys().appointments(tenant);
+        let ids = self
+            .cmd(
+                ::redis::cmd("ZRANGEBYSCORE")
+                    .arg(&index)
+                    .arg(from_ms)
+                    .arg(format!("({to_ms}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        let mut out = Vec::new();
+        for v in list(&index, &ids)? {
+            let id = text(&index, v)?;
+            if let Some(a) = self
+                .get_appointment_json(&self.keys().appointment(tenant, &id))
+                .await?
+            {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_pending(
+        &self,
+        tenant: &TenantId,
+        patient: &str,
+        id: &AppointmentId,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        let key = self.keys().pending(tenant, patient);
+        self.cmd(
+            ::redis::cmd("SET")
+                .arg(key)
+                .arg(id.as_str())
+                .arg("PX")
+                .arg(ttl_ms.max(1)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn pending(
+        &self,
+        tenant: &TenantId,
+        patient: &str,
+    ) -> Result<Option<AppointmentId>, StoreError> {
+        let key = self.keys().pending(tenant, patient);
+        match self.cmd(::redis::cmd("GET").arg(&key)).await? {
+            Value::Nil => Ok(None),
+            v => Ok(AppointmentId::parse(&text(&key, &v)?)),
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for RedisStore {
+    async fn schedule(&self, tenant: &TenantId, job: &Job, due_ms: i64) -> Result<(), StoreError> {
+        self.cmd(
+            ::redis::cmd("ZADD")
+                .arg(self.keys().jobs())
+                .arg(due_ms)
+                .arg(job_member(tenant, job)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        now_ms: i64,
+        max: usize,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let key = self.keys().jobs();
+        let mut c = self.conn().await?;
+        let v: Value = Script::new(CLAIM_JOBS)
+            .key(&key)
+            .arg(now_ms)
+            .arg(max)
+            .arg(now_ms + lease_ms)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for m in list(&key, &v)? {
+            let member = text(&key, m)?;
+            match parse_member(&member) {
+                Some((tenant, job)) => out.push(ClaimedJob {
+                    tenant,
+                    job,
+                    member,
+                }),
+                None => {
+                    tracing::error!(member = %member, "unreadable job dropped");
+                    let _ = self.cmd(::redis::cmd("ZREM").arg(&key).arg(&member)).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn complete(&self, job: &ClaimedJob) -> Result<(), StoreError> {
+        self.cmd(
+            ::redis::cmd("ZREM")
+                .arg(self.keys().jobs())
+                .arg(&job.member),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn scheduled(&self) -> Result<u64, StoreError> {
+        let v = self
+            .cmd(::redis::cmd("ZCARD").arg(self.keys().jobs()))
+            .await?;
+        match v {
+            Value::Int(n) => Ok(n.max(0) as u64),
+            other => Err(corrupt(
+                &self.keys().jobs(),
+                format!("ZCARD answered {other:?}"),
+            )),
+        }
+    }
+}
