@@ -138,6 +138,7 @@ impl Application {
                 conversation_idle: Duration::from_secs(
                     settings.actors.conversation_idle_secs.max(1),
                 ),
+                max_conversations: settings.actors.max_conversations.max(1),
                 catalog_ttl: Duration::from_secs(settings.actors.catalog_ttl_secs),
             },
             arbiters.iter().map(|a| a.handle()).collect(),
@@ -304,7 +305,8 @@ fn spawn_depth_sampler(store: Arc<dyn Backend>, dispatchers: Arc<Dispatchers>, m
             tick.tick().await;
             let mut ready = [0i64; 3];
             let (mut in_flight, mut delayed) = (0i64, 0i64);
-            for number in dispatchers.numbers() {
+            // Passivated numbers have nothing queued, by definition: only active ones are read.
+            for number in dispatchers.active_numbers() {
                 if let Ok(d) = store.depth(&number).await {
                     for (i, r) in d.ready.iter().enumerate() {
                         ready[i] += *r as i64;

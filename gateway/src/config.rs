@@ -63,6 +63,7 @@ pub struct ActorsSettings {
     pub mailbox: usize,
     pub idle_secs: u64,
     pub conversation_idle_secs: u64,
+    pub max_conversations: usize,
     pub catalog_ttl_secs: u64,
 }
 

@@ -126,6 +126,16 @@ impl Dispatchers {
         r.wake.notify_one();
     }
 
+    /// The numbers whose dispatcher is running (not passivated).
+    pub fn active_numbers(&self) -> Vec<PhoneNumberId> {
+        self.running
+            .lock()
+            .iter()
+            .filter(|(_, r)| r.addr.connected())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
     /// How many dispatchers are running (not passivated).
     pub fn active(&self) -> usize {
         self.running

@@ -32,6 +32,8 @@ pub struct ActorSettings {
     pub idle: Duration,
     /// Idle time after which a conversation actor stops.
     pub conversation_idle: Duration,
+    /// Conversation actors resident at once, at most (each costs about 2 KiB).
+    pub max_conversations: usize,
     /// How long a cached template catalog is trusted before it is read again (changes made
     /// through this node invalidate it at once).
     pub catalog_ttl: Duration,
@@ -214,6 +216,9 @@ pub struct Actors {
     arbiters: Vec<ArbiterHandle>,
     tenants: Mutex<HashMap<TenantId, Slot<TenantActor>>>,
     conversations: Mutex<HashMap<(TenantId, String), Slot<ConversationActor>>>,
+    last_sweep: Mutex<Instant>,
+    /// Inbound messages applied without an actor because the cap was reached.
+    overflow: std::sync::atomic::AtomicU64,
     next: Mutex<usize>,
 }
 
@@ -225,6 +230,8 @@ impl Actors {
             arbiters,
             tenants: Mutex::new(HashMap::new()),
             conversations: Mutex::new(HashMap::new()),
+            last_sweep: Mutex::new(Instant::now()),
+            overflow: std::sync::atomic::AtomicU64::new(0),
             next: Mutex::new(0),
         }
     }
@@ -307,23 +314,44 @@ impl Actors {
         let slot = {
             let mut map = self.conversations.lock();
             match map.get(&key).filter(|s| s.addr.connected()) {
-                Some(s) => s.clone(),
+                Some(s) => Some(s.clone()),
                 None => {
-                    let actor = ConversationActor {
-                        tenant: tenant.clone(),
-                        patient: patient.to_owned(),
-                        store,
-                        idle: self.settings.conversation_idle,
-                        last_used: Instant::now(),
-                    };
-                    let slot = Slot {
-                        addr: ConversationActor::start_in_arbiter(&self.arbiter(), move |_| actor),
-                        in_flight: Arc::new(tokio::sync::Semaphore::new(CONVERSATION_MAILBOX)),
-                    };
-                    map.insert(key, slot.clone());
-                    slot
+                    if map.len() >= self.settings.max_conversations {
+                        // Forget stopped actors at most once a second, then decide.
+                        let mut swept = self.last_sweep.lock();
+                        if swept.elapsed() >= Duration::from_secs(1) {
+                            map.retain(|_, s| s.addr.connected());
+                            *swept = Instant::now();
+                        }
+                    }
+                    if map.len() >= self.settings.max_conversations {
+                        None
+                    } else {
+                        let actor = ConversationActor {
+                            tenant: tenant.clone(),
+                            patient: patient.to_owned(),
+                            store: store.clone(),
+                            idle: self.settings.conversation_idle,
+                            last_used: Instant::now(),
+                        };
+                        let slot = Slot {
+                            addr: ConversationActor::start_in_arbiter(&self.arbiter(), move |_| {
+                                actor
+                            }),
+                            in_flight: Arc::new(tokio::sync::Semaphore::new(CONVERSATION_MAILBOX)),
+                        };
+                        map.insert(key, slot.clone());
+                        Some(slot)
+                    }
                 }
             }
+        };
+        // At the cap (a burst of patients writing at once), apply the message directly: memory
+        // stays bounded, and a patient rarely has two messages in flight at the same moment.
+        let Some(slot) = slot else {
+            self.overflow
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(store.touch_window(tenant, patient, at_ms).await);
         };
         let Ok(_permit) = slot.in_flight.clone().try_acquire_owned() else {
             return Err(ActorError::Overloaded);
@@ -336,6 +364,11 @@ impl Actors {
                 SendError::Closed(_) => ActorError::Gone,
             })?;
         rx.await.map_err(|_| ActorError::Gone)
+    }
+
+    /// Inbound messages applied without an actor because the resident cap was reached.
+    pub fn overflowed(&self) -> u64 {
+        self.overflow.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Forgets stopped actors (their state is in Redis) and reports how many are resident.
@@ -384,6 +417,7 @@ mod tests {
                 mailbox,
                 idle,
                 conversation_idle: idle,
+                max_conversations: 2,
                 catalog_ttl: Duration::from_secs(30),
             },
             vec![arbiter.handle()],
@@ -492,5 +526,28 @@ mod tests {
                 .is_some(),
             "the window outlived its actor"
         );
+    }
+
+    #[actix_rt::test]
+    async fn conversations_beyond_the_cap_are_applied_without_an_actor() {
+        use crate::store::tenancy::ConversationStore;
+        let (actors, clinic, store, _arbiter) = setup(16, Duration::from_secs(60));
+        for patient in ["919800000001", "919800000002", "919800000003"] {
+            let r = actors
+                .inbound(store.clone(), &clinic.id, patient, crate::clock::now_ms())
+                .await;
+            assert!(matches!(r, Ok(Ok(()))), "{r:?}");
+            assert!(
+                store
+                    .window_until(&clinic.id, patient)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some(),
+                "{patient}: window opened"
+            );
+        }
+        assert_eq!(actors.sweep().1, 2, "the cap holds");
+        assert_eq!(actors.overflowed(), 1);
     }
 }
