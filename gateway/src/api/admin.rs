@@ -100,16 +100,8 @@ fn merge(target: &mut Value, patch: &Value) {
 }
 
 fn settings_from(value: Value) -> Result<ClinicSettings, Problem> {
-    let clinic: ClinicSettings = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let field = inner
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next())
-            .map(str::to_owned)
-            .unwrap_or(path);
-        Problem::invalid_field(&field, inner)
-    })?;
+    let clinic: ClinicSettings =
+        serde_path_to_error::deserialize(&value).map_err(super::body::field_problem)?;
     clinic
         .validate()
         .map_err(|e| Problem::invalid_field(&e.field, e.detail))?;

@@ -47,19 +47,6 @@ pub struct Change {
     doctor: Option<String>,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let field = inner
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next())
-            .map(str::to_owned)
-            .unwrap_or(path);
-        Problem::invalid_field(&field, inner)
-    })
-}
-
 pub async fn book(
     req: HttpRequest,
     body: web::Bytes,
@@ -67,7 +54,7 @@ pub async fn book(
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
-    let input: Book = parse(&body)?;
+    let input: Book = super::body::parse_json_body(&body)?;
     let phone = E164::parse_with_default(&input.patient.phone, Some(&clinic.default_country_code))
         .map_err(|e| Problem::invalid_field("patient.phone", e.to_string()))?;
     let now = now_ms();
@@ -145,7 +132,7 @@ pub async fn change(
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
-    let input: Change = parse(&body)?;
+    let input: Change = super::body::parse_json_body(&body)?;
     let mut a = existing(&state, &clinic, &path).await?;
     let now = now_ms();
     if a.status == AppointmentStatus::Cancelled {

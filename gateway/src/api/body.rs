@@ -46,3 +46,22 @@ pub async fn read_bounded(
     }
     Ok(buf.freeze())
 }
+
+/// A deserialisation error as a problem naming the field: the JSON path of the value at fault,
+/// or the name of a missing field.
+pub fn field_problem<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> Problem {
+    let path = e.path().to_string();
+    let inner = e.into_inner().to_string();
+    let field = inner
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+        .map(str::to_owned)
+        .unwrap_or(path);
+    Problem::invalid_field(&field, inner)
+}
+
+/// Parses a JSON body into `T`, naming the field at fault.
+pub fn parse_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body))
+        .map_err(field_problem)
+}

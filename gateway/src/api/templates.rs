@@ -50,11 +50,7 @@ pub async fn submit(
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
-    let t: CreateTemplateRequest =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
-            .map_err(|e| {
-                Problem::invalid_field(&e.path().to_string(), e.into_inner().to_string())
-            })?;
+    let t: CreateTemplateRequest = super::body::parse_json_body(&body)?;
     if t.name.is_empty()
         || !t
             .name
