@@ -93,12 +93,40 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
     sim.register_number(DEMO_NUMBER, DEMO_WABA, "918045551234", 80);
     sim.add_template(
         DEMO_WABA,
-        "appointment_confirmation",
+        "clinic_greeting",
         "en",
         TemplateCategory::Utility,
-        "Hello {{1}}, your appointment with {{2}} is confirmed for {{3}}.",
+        "Hello {{1}}, {{2}} will see you at {{3}}.",
         TemplateStatus::Approved,
     );
+    // The appointment touchpoints' templates (gateway/src/workflows/appointments.rs).
+    for (name, body) in [
+        (
+            "appointment_confirmation",
+            "Hi {{1}}, your appointment on {{2}} at {{3}} with {{4}} at {{5}} is booked.",
+        ),
+        (
+            "visit_reminder",
+            "Hi {{1}}, a reminder of your visit on {{2}} at {{3}} with {{4}}.",
+        ),
+        (
+            "appointment_rescheduled",
+            "Hi {{1}}, your appointment moved to {{2}} at {{3}} with {{4}}.",
+        ),
+        (
+            "appointment_cancelled",
+            "Hi {{1}}, your appointment on {{2}} at {{3}} is cancelled.",
+        ),
+    ] {
+        sim.add_template(
+            DEMO_WABA,
+            name,
+            "en",
+            TemplateCategory::Utility,
+            body,
+            TemplateStatus::Approved,
+        );
+    }
 
     let settings = demo_settings(&sandbox.base_url(), &listener)?;
     let app = Application::build_with(settings, listener, Arc::new(MemoryStore::new())).await?;
@@ -127,7 +155,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         "to": DEMO_PATIENT,
         "type": "template",
         "template": {
-            "name": "appointment_confirmation",
+            "name": "clinic_greeting",
             "language": {"code": "en"},
             "components": [{"type": "body", "parameters": [
                 {"type": "text", "text": "Asha"},
@@ -191,6 +219,7 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
             );
         }
     }
+    appointment_story(&http, &base, &sim).await?;
     println!("\nSandbox received {} message(s).", sim.sent().len());
     println!("\nTry next (Ctrl-C to stop):");
     println!(
@@ -207,5 +236,95 @@ pub async fn run(port: u16) -> Result<(), DemoError> {
         Err(e) => return Err(DemoError::Setup(format!("server task: {e}"))),
     }
     sandbox.stop();
+    Ok(())
+}
+
+/// A booking whose 24 h reminder falls due a few seconds from now; the patient taps Cancel.
+async fn appointment_story(
+    http: &reqwest::Client,
+    base: &str,
+    sim: &whatsapp_cloud::sandbox::SandboxState,
+) -> Result<(), DemoError> {
+    use whatsapp_cloud::wire::{ButtonParameter, Component, Content};
+    let start = chrono::Utc::now() + chrono::Duration::hours(24) + chrono::Duration::seconds(4);
+    let booked: Value = http
+        .post(format!("{base}/v1/appointments"))
+        .bearer_auth(DEMO_API_KEY)
+        .json(
+            &json!({"external_id": "EMR-1001", "patient": {"phone": DEMO_PATIENT, "name": "Asha"},
+                      "doctor": "Dr. Rao", "start": start.to_rfc3339()}),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = booked
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    println!("\nPOST /v1/appointments -> {id} (confirmation sent; reminder due in 4 s)");
+    let reminder = {
+        let mut found = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            found = sim.sent().into_iter().find(|r| matches!(&r.message.content, Content::Template { template } if template.name == "visit_reminder"));
+            if found.is_some() {
+                break;
+            }
+        }
+        found.ok_or_else(|| DemoError::Setup("the reminder did not arrive".into()))?
+    };
+    let cancel = match &reminder.message.content {
+        Content::Template { template } => template.components.iter().find_map(|c| match c {
+            Component::Button { parameters, .. } => parameters.iter().find_map(|p| match p {
+                ButtonParameter::Payload { payload } if payload.starts_with("CANCEL:") => {
+                    Some(payload.clone())
+                }
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    }
+    .unwrap_or_default();
+    println!("reminder reached the patient with buttons Confirm / Cancel / Reschedule");
+    println!("the patient taps Cancel ({cancel})");
+    sim.inject_button_tap(
+        DEMO_NUMBER,
+        DEMO_PATIENT.trim_start_matches('+'),
+        &reminder.wamid,
+        "Cancel",
+        &cancel,
+    );
+    let mut status = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = http
+            .get(format!("{base}/v1/appointments/{id}"))
+            .bearer_auth(DEMO_API_KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if status.get("status").and_then(Value::as_str) == Some("cancelled") {
+            break;
+        }
+    }
+    println!(
+        "GET /v1/appointments/{id}: status {}, patient response {}",
+        status.get("status").unwrap_or(&Value::Null),
+        status.get("response").unwrap_or(&Value::Null)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for r in sim
+        .sent()
+        .iter()
+        .filter(|r| r.to == DEMO_PATIENT.trim_start_matches('+'))
+    {
+        if let Content::Text { text } = &r.message.content {
+            println!("  to the patient: {}", text.body);
+        }
+    }
     Ok(())
 }
