@@ -615,23 +615,54 @@ async fn send_all(
     Ok((outs, start.elapsed().as_secs_f64()))
 }
 
+/// What every gateway scenario sets up before it starts the gateway: a free port, a unique Redis
+/// prefix and temporary directory, and a Redis connection to measure with.
+pub(crate) struct RunSetup {
+    pub port: u16,
+    pub base: String,
+    pub suffix: String,
+    pub prefix: String,
+    pub dir: std::path::PathBuf,
+    pub redis: redis::aio::MultiplexedConnection,
+    pub redis_pid: Option<u32>,
+}
+
+pub(crate) async fn prepare(scenario: &str, redis_url: &str) -> Result<RunSetup> {
+    let port = free_port()?;
+    let suffix = unique_suffix();
+    let dir = std::env::temp_dir().join(format!("loadgen-{scenario}-{suffix}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut redis = redis_connection(redis_url).await?;
+    let redis_pid = redis_info_field(&mut redis, "server", "process_id")
+        .await
+        .and_then(|p| u32::try_from(p).ok());
+    Ok(RunSetup {
+        port,
+        base: format!("http://127.0.0.1:{port}"),
+        prefix: format!("loadgen:{suffix}:"),
+        suffix,
+        dir,
+        redis,
+        redis_pid,
+    })
+}
+
 /// Runs the scenario. `Err` is a setup failure; correctness failures are in `problems`.
 pub async fn run(o: E2eOptions) -> Result<E2eReport> {
     if o.numbers == 0 || o.messages == 0 || o.concurrency == 0 {
         bail!("--numbers, --messages and --concurrency must be at least 1");
     }
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
+    let RunSetup {
+        port,
+        base,
+        prefix,
+        dir,
+        mut redis,
+        redis_pid,
+        ..
+    } = prepare("e2e", &o.redis_url).await?;
     let sandbox = start_sandbox(&o, &base)?;
     let sim = sandbox.state();
-    let suffix = unique_suffix();
-    let prefix = format!("loadgen:{suffix}:");
-    let dir = std::env::temp_dir().join(format!("loadgen-e2e-{suffix}"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut redis = redis_connection(&o.redis_url).await?;
-    let redis_pid = redis_info_field(&mut redis, "server", "process_id")
-        .await
-        .and_then(|p| u32::try_from(p).ok());
 
     eprintln!(
         "loadgen: gateway on {base}, sandbox on {}, redis prefix {prefix}, files in {}",

@@ -23,8 +23,8 @@ use whatsapp_cloud::sandbox::{
 use whatsapp_cloud::signature::{sign, SIGNATURE_HEADER};
 
 use crate::e2e::{
-    cpu_between, free_port, number_id, redis_connection, redis_info_field, sample, unique_suffix,
-    waba_id, wait_ready, CpuReport, Gateway, APP_SECRET, TEMPLATE,
+    cpu_between, number_id, prepare, redis_info_field, sample, waba_id, wait_ready, CpuReport,
+    Gateway, RunSetup, APP_SECRET, TEMPLATE,
 };
 use crate::procstat;
 use crate::stats::{Latencies, LatencySummary};
@@ -980,19 +980,18 @@ pub async fn run(o: TenantsOptions) -> Result<TenantsReport> {
     if !matches!(o.tier_mps, 20 | 80 | 1000) {
         bail!("--tier-mps must be one of Meta's tiers: 20, 80 or 1000");
     }
-    let port = free_port()?;
-    let base = format!("http://127.0.0.1:{port}");
+    let RunSetup {
+        port,
+        base,
+        suffix,
+        prefix,
+        dir,
+        mut redis,
+        redis_pid,
+    } = prepare("tenants", &o.redis_url).await?;
     let sandbox = start_sandbox(&o, &base)?;
     let sim = sandbox.state();
-    let suffix = unique_suffix();
-    let prefix = format!("loadgen:{suffix}:");
     let admin_key = format!("loadgen-admin-{suffix}");
-    let dir = std::env::temp_dir().join(format!("loadgen-tenants-{suffix}"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut redis = redis_connection(&o.redis_url).await?;
-    let redis_pid = redis_info_field(&mut redis, "server", "process_id")
-        .await
-        .and_then(|p| u32::try_from(p).ok());
     eprintln!(
         "loadgen: gateway on {base}, sandbox on {}, redis prefix {prefix}, files in {}",
         sandbox.base_url(),
