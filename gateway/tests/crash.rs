@@ -296,3 +296,49 @@ async fn assert_wallet_settled(http: &reqwest::Client, node: &Node, delivered: u
         "the ledger replays to the balance: {ledger}"
     );
 }
+
+#[actix_rt::test]
+async fn a_scheduled_reminder_survives_a_restart_and_is_sent_once() {
+    let port = free_port();
+    let opts = Options::default();
+    let sandbox = start_sandbox(format!("http://127.0.0.1:{port}/webhooks/whatsapp"), &opts);
+    let mut node = Node::new("crash_scheduler", &sandbox, port, 80);
+    let http = reqwest::Client::new();
+    node.start();
+    node.wait_healthy(&http).await;
+    // The 24 h reminder falls due six seconds from now, while the gateway is down and after.
+    let start = chrono::Utc::now() + chrono::Duration::hours(24) + chrono::Duration::seconds(6);
+    let resp = http
+        .post(format!("{}/v1/appointments", node.base()))
+        .bearer_auth(KEY_A)
+        .json(&serde_json::json!({"patient": {"phone": PATIENT, "name": "Asha"}, "doctor": "Dr. Rao", "start": start.to_rfc3339()}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(resp.status().as_u16(), 201);
+    node.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    node.start();
+    node.wait_healthy(&http).await;
+    let is_reminder = |r: &whatsapp_cloud::sandbox::SentRecord| matches!(&r.message.content, whatsapp_cloud::wire::Content::Template { template } if template.name == "visit_reminder");
+    let began = Instant::now();
+    while !sandbox.state().sent().iter().any(is_reminder) {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the reminder never came; log:\n{}",
+            std::fs::read_to_string(&node.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sandbox
+            .state()
+            .sent()
+            .iter()
+            .filter(|r| is_reminder(r))
+            .count(),
+        1,
+        "sent once"
+    );
+}
