@@ -160,7 +160,7 @@ struct TenantsArgs {
     #[arg(long, default_value_t = 100)]
     batch: usize,
     /// Idle period after the windows, RSS sampled every 5 s (the gateway's conversation actors
-    /// stop after 60 s idle, so 90 s shows whether their memory is returned).
+    /// stop after 15 s idle by default, so 90 s shows whether their memory is returned).
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     idle: Duration,
     /// Throughput tier of every business number (20, 80 or 1000).
