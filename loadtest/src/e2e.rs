@@ -330,16 +330,32 @@ impl std::fmt::Display for E2eReport {
                 "  redis commands per message (server-wide, webhooks included): {c:.1}"
             )?;
         }
-        match self.redis_keys_deleted {
-            Some(n) => writeln!(f, "  redis keys deleted: {n}")?,
-            None => writeln!(f, "  redis keys kept")?,
-        }
-        writeln!(f, "  gateway log: {}", self.gateway_log)?;
-        if self.problems.is_empty() {
-            write!(f, "  PASS")
-        } else {
-            write!(f, "  FAIL: {}", self.problems.join("; "))
-        }
+        write_footer(
+            f,
+            self.redis_keys_deleted,
+            &self.gateway_log,
+            &self.problems,
+        )
+    }
+}
+
+/// The end of every scenario's report: what happened to the Redis keys, where the log is, and
+/// the verdict.
+pub(crate) fn write_footer(
+    f: &mut std::fmt::Formatter<'_>,
+    keys_deleted: Option<u64>,
+    gateway_log: &str,
+    problems: &[String],
+) -> std::fmt::Result {
+    match keys_deleted {
+        Some(n) => writeln!(f, "  redis keys deleted: {n}")?,
+        None => writeln!(f, "  redis keys kept")?,
+    }
+    writeln!(f, "  gateway log: {gateway_log}")?;
+    if problems.is_empty() {
+        write!(f, "  PASS")
+    } else {
+        write!(f, "  FAIL: {}", problems.join("; "))
     }
 }
 

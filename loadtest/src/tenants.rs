@@ -23,8 +23,8 @@ use whatsapp_cloud::sandbox::{
 use whatsapp_cloud::signature::{sign, SIGNATURE_HEADER};
 
 use crate::e2e::{
-    cpu_between, number_id, prepare, redis_info_field, sample, waba_id, wait_ready, CpuReport,
-    Gateway, RunSetup, APP_SECRET, TEMPLATE,
+    cpu_between, number_id, prepare, redis_info_field, sample, waba_id, wait_ready, write_footer,
+    CpuReport, Gateway, RunSetup, APP_SECRET, TEMPLATE,
 };
 use crate::procstat;
 use crate::stats::{Latencies, LatencySummary};
@@ -397,16 +397,12 @@ impl std::fmt::Display for TenantsReport {
                 m.resident_actors
             )?;
         }
-        match self.redis_keys_deleted {
-            Some(n) => writeln!(f, "  redis keys deleted: {n}")?,
-            None => writeln!(f, "  redis keys kept")?,
-        }
-        writeln!(f, "  gateway log: {}", self.gateway_log)?;
-        if self.problems.is_empty() {
-            write!(f, "  PASS")
-        } else {
-            write!(f, "  FAIL: {}", self.problems.join("; "))
-        }
+        write_footer(
+            f,
+            self.redis_keys_deleted,
+            &self.gateway_log,
+            &self.problems,
+        )
     }
 }
 
