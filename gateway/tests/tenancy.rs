@@ -803,3 +803,41 @@ async fn bulk_sends_wait_for_messaging_limit_budget_instead_of_failing() {
     let (s, _) = app.post(KEY_A, &template(&patient(9))).await;
     assert_eq!(s, 429);
 }
+
+#[actix_rt::test]
+async fn clinic_and_conversation_actors_stop_when_idle_and_rebuild_from_redis() {
+    let app = spawn_app(
+        "actor_lifecycle",
+        Options {
+            actor_idle_secs: 1,
+            ..Options::default()
+        },
+    )
+    .await;
+    app.open_window(&patient(1)).await;
+    app.send(&template(&patient(1))).await;
+    let m = app.metrics_text().await;
+    assert!(
+        m.contains("clinic_gateway_resident_actors{kind=\"tenant\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("clinic_gateway_resident_actors{kind=\"conversation\"} 1"),
+        "{m}"
+    );
+    // Idle past their time: both stop; their state (window, catalog, wallet) is in Redis.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let m = app.metrics_text().await;
+    assert!(
+        m.contains("clinic_gateway_resident_actors{kind=\"tenant\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("clinic_gateway_resident_actors{kind=\"conversation\"} 0"),
+        "{m}"
+    );
+    // Next use starts a fresh clinic actor that still knows the window the stopped one saw.
+    let id = app.send(&text(&patient(1), "Your report is ready")).await;
+    let v = app.wait_for(&id, &["read"], Duration::from_secs(10)).await;
+    assert_eq!(v["status"], "read", "{v}");
+}

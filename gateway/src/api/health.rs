@@ -25,6 +25,17 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .actors
         .with_label_values(&["dispatcher"])
         .set(state.dispatchers.active() as i64);
+    let (tenants, conversations) = state.actors.sweep();
+    state
+        .metrics
+        .actors
+        .with_label_values(&["tenant"])
+        .set(tenants as i64);
+    state
+        .metrics
+        .actors
+        .with_label_values(&["conversation"])
+        .set(conversations as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -47,6 +47,7 @@ pub struct Options {
     pub shared_portfolio_limit: Option<u32>,
     pub api_rate_per_second: u32,
     pub passivate_after_ms: u64,
+    pub actor_idle_secs: u64,
 }
 
 impl Default for Options {
@@ -69,6 +70,7 @@ impl Default for Options {
             shared_portfolio_limit: None,
             api_rate_per_second: 1_000,
             passivate_after_ms: 60_000,
+            actor_idle_secs: 300,
         }
     }
 }
@@ -179,6 +181,8 @@ pub fn settings(base_url: &str, prefix: &str, opts: &Options) -> Settings {
     s.server.max_message_bytes = opts.max_message_bytes;
     s.server.shutdown_grace_secs = 2;
     s.admin.api_key_sha256 = vec![hash_api_key(ADMIN_KEY)];
+    s.actors.idle_secs = opts.actor_idle_secs;
+    s.actors.conversation_idle_secs = opts.actor_idle_secs.min(15);
     let d = &mut s.dispatch;
     d.arbiters = 1;
     d.status_grace_ms = opts.status_grace_ms;
