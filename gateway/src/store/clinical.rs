@@ -67,6 +67,9 @@ pub trait JobStore: Send + Sync + 'static {
         lease_ms: i64,
     ) -> Result<Vec<ClaimedJob>, StoreError>;
     async fn complete(&self, job: &ClaimedJob) -> Result<(), StoreError>;
+    /// Removes jobs that will not be wanted (an appointment cancelled or moved); unknown jobs
+    /// are ignored.
+    async fn unschedule(&self, tenant: &TenantId, jobs: &[Job]) -> Result<(), StoreError>;
     /// Jobs waiting (due or not).
     async fn scheduled(&self) -> Result<u64, StoreError>;
 }

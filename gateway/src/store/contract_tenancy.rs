@@ -882,7 +882,7 @@ async fn clinics_of_a_portfolio_share_its_limit(s: &dyn Tenancy) {
 // ---------------------------------------------------------------------------------------------
 // Runners
 
-async fn redis_store(case: &str) -> super::RedisStore {
+pub(crate) async fn redis_store(case: &str) -> super::RedisStore {
     let url = &crate::testing::shared_redis().url;
     let s = super::RedisStore::connect(url, &crate::testing::unique_prefix(case), 4)
         .unwrap_or_else(|e| panic!("connect: {e}"));

@@ -59,6 +59,8 @@ pub struct MemoryStore {
     pub(super) tenancy: Mutex<super::memory_tenancy::State>,
     /// Appointments and scheduled jobs (see `memory_clinical.rs`).
     pub(super) clinical: Mutex<super::memory_clinical::State>,
+    /// Documents, visits, feedback, inbox, consent and markers (see `memory_records.rs`).
+    pub(super) records: Mutex<super::memory_records::State>,
 }
 
 impl MemoryStore {

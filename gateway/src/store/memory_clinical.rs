@@ -155,6 +155,14 @@ impl JobStore for MemoryStore {
         Ok(())
     }
 
+    async fn unschedule(&self, tenant: &TenantId, jobs: &[Job]) -> Result<(), StoreError> {
+        let mut s = self.clinical.lock();
+        for job in jobs {
+            s.jobs.remove(&job_member(tenant, job));
+        }
+        Ok(())
+    }
+
     async fn scheduled(&self) -> Result<u64, StoreError> {
         Ok(self.clinical.lock().jobs.len() as u64)
     }

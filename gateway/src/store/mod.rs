@@ -5,7 +5,9 @@
 pub mod clinical;
 pub mod memory;
 mod memory_clinical;
+mod memory_records;
 mod memory_tenancy;
+pub mod records;
 pub mod redis;
 pub mod tenancy;
 pub mod transitions;
@@ -13,7 +15,10 @@ pub mod transitions;
 #[cfg(test)]
 pub(crate) mod contract;
 #[cfg(test)]
+#[macro_use]
 pub(crate) mod contract_tenancy;
+#[cfg(test)]
+pub(crate) mod contract_records;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -119,6 +124,7 @@ pub trait Backend:
     + tenancy::LimitStore
     + clinical::AppointmentStore
     + clinical::JobStore
+    + records::RecordStore
 {
 }
 
@@ -131,6 +137,7 @@ impl<T> Backend for T where
         + tenancy::LimitStore
         + clinical::AppointmentStore
         + clinical::JobStore
+        + records::RecordStore
 {
 }
 

@@ -168,6 +168,39 @@ impl Keys {
         format!("{}:pending:{}", self.tenant(tenant), patient_part(patient))
     }
 
+    /// String: a clinical record as JSON.
+    pub(super) fn record_of(&self, tenant: &TenantId, kind: &str, id: &str) -> String {
+        format!("{}:r:{kind}:{id}", self.tenant(tenant))
+    }
+
+    /// Sorted set: record ids of one kind by time.
+    pub(super) fn records_of(&self, tenant: &TenantId, kind: &str) -> String {
+        format!("{}:rs:{kind}", self.tenant(tenant))
+    }
+
+    /// String: the EMR's id (hashed) → our record id.
+    pub(super) fn record_external(&self, tenant: &TenantId, kind: &str, external: &str) -> String {
+        format!(
+            "{}:rx:{kind}:{}",
+            self.tenant(tenant),
+            hex::encode(Sha256::digest(external.as_bytes()))
+        )
+    }
+
+    /// Set: patients (digits) who sent STOP.
+    pub(super) fn opted_out(&self, tenant: &TenantId) -> String {
+        format!("{}:optout", self.tenant(tenant))
+    }
+
+    /// String with a TTL: a patient's marker in `slot`.
+    pub(super) fn marker(&self, tenant: &TenantId, patient: &str, slot: &str) -> String {
+        format!(
+            "{}:mk:{slot}:{}",
+            self.tenant(tenant),
+            patient_part(patient)
+        )
+    }
+
     /// Sorted set: scheduled jobs, score = due ms (claimed jobs are re-scored to their lease end).
     pub(super) fn jobs(&self) -> String {
         format!("{}jobs", self.prefix)
