@@ -19,6 +19,7 @@ pub mod retry;
 pub mod scheduler;
 pub mod store;
 pub mod telemetry;
+pub mod template_library;
 pub mod tenants;
 pub mod testing;
 pub mod workflows;
