@@ -61,8 +61,9 @@ pub fn admit(
                         template.name, template.language.code
                     ),
                 )),
-                Some((category, status, expected)) => {
-                    if let Some((code, why)) = rules::template_status_error(status) {
+                Some(facts) => {
+                    let expected = facts.body_parameters;
+                    if let Some((code, why)) = rules::template_status_error(facts.status) {
                         Err(Rejection::new(
                             code,
                             format!("template.name ({}): {why}", template.name),
@@ -74,8 +75,10 @@ pub fn admit(
                                 132000,
                                 format!("template.components body: expected {expected} parameters, got {given}"),
                             ))
+                        } else if let Some((code, why)) = facts.shape_error(template) {
+                            Err(Rejection::new(code, why))
                         } else {
-                            Ok(Some(category))
+                            Ok(Some(facts.category))
                         }
                     }
                 }

@@ -13,10 +13,10 @@ use super::ids::IdGen;
 use super::rules::{PairGcra, ThroughputLog};
 use super::webhooks::{DeliveryConfig, GroupKey, Item, WebhookQueue};
 use crate::wire::{
-    Change, InboundButton, InboundContact, InboundContext, InboundKind, InboundMessage,
-    InboundText, OutgoingMessage, PhoneNumberQualityUpdate, Pricing, Profile, TemplateCategory,
-    TemplateCategoryUpdate, TemplateComponentDef, TemplateInfo, TemplateStatus,
-    TemplateStatusUpdate,
+    ButtonSubType, Change, Component, CreateTemplateRequest, InboundButton, InboundContact,
+    InboundContext, InboundKind, InboundMessage, InboundText, OutgoingMessage, Parameter,
+    PhoneNumberQualityUpdate, Pricing, Profile, Template, TemplateCategory, TemplateCategoryUpdate,
+    TemplateComponentDef, TemplateInfo, TemplateStatus, TemplateStatusUpdate,
 };
 
 /// Pair-rate entries kept per number before idle ones are swept.
@@ -142,6 +142,188 @@ pub(crate) fn unix_secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// A template's header as a send must fill it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderShape {
+    /// `{{n}}` text placeholders (0 for a fixed text header).
+    Text(usize),
+    Image,
+    Video,
+    Document,
+    Location,
+}
+
+impl HeaderShape {
+    fn name(self) -> &'static str {
+        match self {
+            HeaderShape::Text(_) => "TEXT",
+            HeaderShape::Image => "IMAGE",
+            HeaderShape::Video => "VIDEO",
+            HeaderShape::Document => "DOCUMENT",
+            HeaderShape::Location => "LOCATION",
+        }
+    }
+}
+
+/// The facts about a template that a send is admitted against. Header and button checks apply
+/// only to what the template defines: templates added with [`SandboxState::add_template`] carry
+/// just a body and accept any header and buttons, as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TemplateFacts {
+    pub category: TemplateCategory,
+    pub status: TemplateStatus,
+    pub body_parameters: usize,
+    pub header: Option<HeaderShape>,
+    /// Buttons the template defines (`None`: no BUTTONS component).
+    pub buttons: Option<ButtonShape>,
+}
+
+/// Button positions as bit masks (Meta allows at most 10 buttons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ButtonShape {
+    pub count: usize,
+    quick_reply: u32,
+    url: u32,
+}
+
+impl TemplateFacts {
+    fn of(t: &TemplateInfo) -> Self {
+        let header = t
+            .components
+            .iter()
+            .find(|c| c.kind.eq_ignore_ascii_case("HEADER"))
+            .map(
+                |h| match h.format.as_deref().map(str::to_ascii_uppercase).as_deref() {
+                    Some("IMAGE") => HeaderShape::Image,
+                    Some("VIDEO") => HeaderShape::Video,
+                    Some("DOCUMENT") => HeaderShape::Document,
+                    Some("LOCATION") => HeaderShape::Location,
+                    _ => HeaderShape::Text(
+                        h.text
+                            .as_deref()
+                            .map(crate::wire::management::count_placeholders)
+                            .unwrap_or(0),
+                    ),
+                },
+            );
+        let buttons = t
+            .components
+            .iter()
+            .find(|c| c.kind.eq_ignore_ascii_case("BUTTONS"))
+            .map(|c| {
+                let defs = c.buttons.as_deref().unwrap_or(&[]);
+                let mut shape = ButtonShape {
+                    count: defs.len(),
+                    quick_reply: 0,
+                    url: 0,
+                };
+                for (i, b) in defs.iter().enumerate().take(32) {
+                    if b.kind.eq_ignore_ascii_case("QUICK_REPLY") {
+                        shape.quick_reply |= 1 << i;
+                    } else if b.kind.eq_ignore_ascii_case("URL") {
+                        shape.url |= 1 << i;
+                    }
+                }
+                shape
+            });
+        Self {
+            category: t.category,
+            status: t.status,
+            body_parameters: t.body_parameter_count(),
+            header,
+            buttons,
+        }
+    }
+
+    /// Meta's code and details when the send's header or button components do not fit the
+    /// template. A media or location header the send leaves out is not refused here (the body
+    /// count check and Meta's own review are stricter than the sandbox on that point).
+    pub fn shape_error(&self, template: &Template) -> Option<(i64, String)> {
+        for c in &template.components {
+            match c {
+                Component::Header { parameters } => {
+                    let Some(shape) = self.header else { continue };
+                    if let HeaderShape::Text(expected) = shape {
+                        if parameters.len() != expected {
+                            return Some((
+                                132000,
+                                format!(
+                                    "template.components header: expected {expected} parameters, got {}",
+                                    parameters.len()
+                                ),
+                            ));
+                        }
+                        continue;
+                    }
+                    let [p] = parameters.as_slice() else {
+                        return Some((
+                            132000,
+                            format!(
+                                "template.components header: a {} header takes 1 parameter, got {}",
+                                shape.name(),
+                                parameters.len()
+                            ),
+                        ));
+                    };
+                    let given = match p {
+                        Parameter::Text { .. } => "text",
+                        Parameter::Image { .. } => "image",
+                        Parameter::Video { .. } => "video",
+                        Parameter::Document { .. } => "document",
+                        Parameter::Location { .. } => "location",
+                    };
+                    let fits = matches!(
+                        (shape, p),
+                        (HeaderShape::Image, Parameter::Image { .. })
+                            | (HeaderShape::Video, Parameter::Video { .. })
+                            | (HeaderShape::Document, Parameter::Document { .. })
+                            | (HeaderShape::Location, Parameter::Location { .. })
+                    );
+                    if !fits {
+                        return Some((
+                            132012,
+                            format!(
+                                "template.components header: format mismatch, expected {}, received {given}",
+                                shape.name()
+                            ),
+                        ));
+                    }
+                }
+                Component::Button {
+                    sub_type, index, ..
+                } => {
+                    let Some(shape) = self.buttons else { continue };
+                    let Some(i) = index.parse::<usize>().ok().filter(|&i| i < shape.count) else {
+                        return Some((
+                            132000,
+                            format!(
+                                "template.components button index {index}: the template has {} buttons",
+                                shape.count
+                            ),
+                        ));
+                    };
+                    let bit = 1u32.checked_shl(i as u32).unwrap_or(0);
+                    let fits = match sub_type {
+                        ButtonSubType::QuickReply => shape.quick_reply & bit != 0,
+                        ButtonSubType::Url => shape.url & bit != 0,
+                        ButtonSubType::Other => true,
+                    };
+                    if !fits {
+                        return Some((
+                            132012,
+                            format!(
+                                "template.components button index {index}: sub_type {sub_type:?} does not match the template's button"
+                            ),
+                        ));
+                    }
+                }
+                Component::Body { .. } => {}
+            }
+        }
+        None
+    }
+}
+
 fn digits(number: &str) -> String {
     number.trim().trim_start_matches('+').to_owned()
 }
@@ -264,6 +446,28 @@ impl SandboxState {
         self.insert_template(waba_id, info);
     }
 
+    /// Adds (or replaces) a template from its full definition, as `POST /message_templates`
+    /// would create it but with `status` already decided (seeding a library as APPROVED). The
+    /// sandbox then knows its header format and buttons as well as its body, and refuses sends
+    /// whose header or button parameters do not fit them.
+    pub fn add_template_def(
+        &self,
+        waba_id: &str,
+        def: &CreateTemplateRequest,
+        status: TemplateStatus,
+    ) {
+        let info = TemplateInfo {
+            id: Some(self.inner.ids.numeric()),
+            name: def.name.clone(),
+            status,
+            category: def.category,
+            language: def.language.clone(),
+            parameter_format: def.parameter_format,
+            components: def.components.clone(),
+        };
+        self.insert_template(waba_id, info);
+    }
+
     pub(crate) fn insert_template(&self, waba_id: &str, info: TemplateInfo) {
         let key = template_key(waba_id, &info.name, &info.language);
         self.inner.templates.write().insert(key, info);
@@ -291,18 +495,18 @@ impl SandboxState {
             .cloned()
     }
 
-    /// A template's (category, status, expected body parameters) without cloning it.
+    /// What a send of this template is checked against, without cloning the template.
     pub(crate) fn template_facts(
         &self,
         waba_id: &str,
         name: &str,
         language: &str,
-    ) -> Option<(TemplateCategory, TemplateStatus, usize)> {
+    ) -> Option<TemplateFacts> {
         self.inner
             .templates
             .read()
             .get(&template_key(waba_id, name, language))
-            .map(|t| (t.category, t.status, t.body_parameter_count()))
+            .map(TemplateFacts::of)
     }
 
     /// Every template of a WABA, ordered by name then language.
@@ -637,5 +841,215 @@ impl SandboxState {
 
     pub(crate) fn status_latency(&self) -> Duration {
         self.inner.config.status_latency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::send::admit;
+    use crate::wire::{ButtonParameter, Language, Location, Media};
+
+    const WABA: &str = "waba_1";
+    const PN: &str = "pn_1";
+
+    fn def(json: serde_json::Value) -> CreateTemplateRequest {
+        serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn state() -> SandboxState {
+        let st = SandboxState::new(SandboxConfig {
+            unlimited: true,
+            ..SandboxConfig::default()
+        });
+        st.register_number(PN, WABA, "918045550001", 80);
+        st.add_template_def(
+            WABA,
+            &def(serde_json::json!({
+                "name": "lab_report_ready", "category": "UTILITY", "language": "hi",
+                "components": [
+                    {"type": "HEADER", "format": "DOCUMENT", "example": {"header_handle": ["https://example.com/r.pdf"]}},
+                    {"type": "BODY", "text": "नमस्ते {{1}}, आपकी रिपोर्ट {{2}} तैयार है ({{3}})।"},
+                ]})),
+            TemplateStatus::Approved,
+        );
+        st.add_template_def(
+            WABA,
+            &def(serde_json::json!({
+            "name": "visit_reminder", "category": "UTILITY", "language": "en",
+            "components": [
+                {"type": "BODY", "text": "Hi {{1}}, see you on {{2}}."},
+                {"type": "BUTTONS", "buttons": [
+                    {"type": "QUICK_REPLY", "text": "Confirm"},
+                    {"type": "QUICK_REPLY", "text": "Cancel"},
+                    {"type": "QUICK_REPLY", "text": "Reschedule"}]},
+            ]})),
+            TemplateStatus::Approved,
+        );
+        st
+    }
+
+    fn send(name: &str, lang: &str, components: Vec<Component>) -> OutgoingMessage {
+        OutgoingMessage {
+            messaging_product: "whatsapp".into(),
+            recipient_type: "individual".into(),
+            to: "+919876543210".into(),
+            context: None,
+            biz_opaque_callback_data: None,
+            content: crate::wire::Content::Template {
+                template: Template {
+                    name: name.into(),
+                    language: Language {
+                        code: lang.into(),
+                        policy: None,
+                    },
+                    components,
+                },
+            },
+        }
+    }
+
+    fn body(n: usize) -> Component {
+        Component::Body {
+            parameters: (0..n)
+                .map(|i| Parameter::Text {
+                    text: format!("v{i}"),
+                    parameter_name: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn document() -> Component {
+        Component::Header {
+            parameters: vec![Parameter::Document {
+                document: Media {
+                    link: Some("https://example.com/r.pdf".into()),
+                    filename: Some("r.pdf".into()),
+                    ..Media::default()
+                },
+            }],
+        }
+    }
+
+    fn quick_reply(index: &str) -> Component {
+        Component::Button {
+            sub_type: ButtonSubType::QuickReply,
+            index: index.into(),
+            parameters: vec![ButtonParameter::Payload {
+                payload: "P".into(),
+            }],
+        }
+    }
+
+    fn code(r: Result<crate::wire::SendResponse, super::super::send::Rejection>) -> i64 {
+        match r {
+            Ok(_) => 0,
+            Err(e) => e.code,
+        }
+    }
+
+    #[test]
+    fn a_seeded_definition_is_listed_with_its_components() {
+        let st = state();
+        let t = st
+            .template(WABA, "lab_report_ready", "hi")
+            .unwrap_or_else(|| panic!("seeded"));
+        assert_eq!(t.status, TemplateStatus::Approved);
+        assert_eq!(t.components.len(), 2);
+        assert_eq!(t.body_parameter_count(), 3);
+        assert!(t.id.is_some());
+    }
+
+    #[test]
+    fn header_parameters_must_match_the_header_format() {
+        let st = state();
+        let ok = send("lab_report_ready", "hi", vec![document(), body(3)]);
+        assert_eq!(code(admit(&st, PN, ok)), 0);
+        let location = Component::Header {
+            parameters: vec![Parameter::Location {
+                location: Location {
+                    latitude: 13.0,
+                    longitude: 80.2,
+                    name: None,
+                    address: None,
+                },
+            }],
+        };
+        let wrong = send("lab_report_ready", "hi", vec![location, body(3)]);
+        let err = admit(&st, PN, wrong).map(|_| ()).unwrap_err();
+        assert_eq!(err.code, 132012, "{err}");
+        assert!(
+            err.details.contains("expected DOCUMENT, received location"),
+            "{err}"
+        );
+        let two = Component::Header {
+            parameters: vec![
+                Parameter::Text {
+                    text: "a".into(),
+                    parameter_name: None,
+                },
+                Parameter::Text {
+                    text: "b".into(),
+                    parameter_name: None,
+                },
+            ],
+        };
+        assert_eq!(
+            code(admit(
+                &st,
+                PN,
+                send("lab_report_ready", "hi", vec![two, body(3)])
+            )),
+            132000
+        );
+    }
+
+    #[test]
+    fn buttons_must_exist_and_be_of_the_template_kind() {
+        let st = state();
+        let taps = vec![
+            body(2),
+            quick_reply("0"),
+            quick_reply("1"),
+            quick_reply("2"),
+        ];
+        assert_eq!(code(admit(&st, PN, send("visit_reminder", "en", taps))), 0);
+        let beyond = vec![body(2), quick_reply("3")];
+        assert_eq!(
+            code(admit(&st, PN, send("visit_reminder", "en", beyond))),
+            132000
+        );
+        let url = vec![
+            body(2),
+            Component::Button {
+                sub_type: ButtonSubType::Url,
+                index: "0".into(),
+                parameters: vec![ButtonParameter::Text { text: "x".into() }],
+            },
+        ];
+        assert_eq!(
+            code(admit(&st, PN, send("visit_reminder", "en", url))),
+            132012
+        );
+    }
+
+    #[test]
+    fn body_only_templates_accept_any_header_and_buttons_as_before() {
+        let st = state();
+        st.add_template(
+            WABA,
+            "clinic_location",
+            "en",
+            TemplateCategory::Utility,
+            "We are here {{1}} today",
+            TemplateStatus::Approved,
+        );
+        let m = send(
+            "clinic_location",
+            "en",
+            vec![document(), body(1), quick_reply("7")],
+        );
+        assert_eq!(code(admit(&st, PN, m)), 0);
     }
 }
