@@ -150,6 +150,9 @@ impl Application {
             directory: directory.clone(),
             callbacks: Callbacks::new(),
             metrics: metrics.clone(),
+            meta: meta.clone(),
+            texts: Arc::new(crate::workflows::session::NoTexts),
+            writeback: Arc::new(crate::clinical::NoWriteBack),
         };
         crate::scheduler::spawn(clinical.clone(), Duration::from_millis(200));
         let state = web::Data::new(AppState {

@@ -2,7 +2,7 @@
 //! `CLINIC_GATEWAY__SECTION__KEY` environment variables. Validated once at start-up.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
@@ -37,7 +37,50 @@ pub struct Settings {
     pub wallet: WalletSettings,
     pub pricing: RateCard,
     #[serde(default)]
+    pub templates: TemplatesSettings,
+    #[serde(default)]
+    pub documents: DocumentSettings,
+    #[serde(default)]
     pub clinics: Vec<ClinicConfig>,
+}
+
+/// Prescriptions, lab reports and other PDFs sent to patients.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DocumentSettings {
+    /// Largest PDF accepted (Meta's own limit for documents is 100 MB; phones on mobile data
+    /// struggle long before that).
+    pub max_pdf_bytes: usize,
+}
+
+impl Default for DocumentSettings {
+    fn default() -> Self {
+        Self {
+            max_pdf_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where the template library (`<dir>/<language>/<name>.json`) lives. It seeds sandbox clinics'
+/// WABAs and is what `clinic-gateway templates submit` sends to Meta.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TemplatesSettings {
+    /// Relative paths are taken from the current directory, then from the source tree.
+    pub dir: PathBuf,
+}
+
+impl Default for TemplatesSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("config/templates"),
+        }
+    }
+}
+
+impl TemplatesSettings {
+    /// The directory to read, resolved as [`crate::template_library::resolve_dir`] does.
+    pub fn resolved_dir(&self) -> PathBuf {
+        crate::template_library::resolve_dir(&self.dir)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -264,6 +307,9 @@ impl Settings {
         }
         if self.actors.mailbox == 0 || self.actors.idle_secs == 0 {
             return bad("actors.mailbox and actors.idle_secs must be at least 1".into());
+        }
+        if self.templates.dir.as_os_str().is_empty() {
+            return bad("templates.dir must name the template library directory".into());
         }
         if self.api.rate_per_second == 0 || self.api.burst == 0 {
             return bad("api.rate_per_second and api.burst must be at least 1".into());

@@ -26,7 +26,8 @@ pub fn spawn(clinical: Clinical, poll: Duration) {
             let busy = claimed.len() == BATCH;
             for job in &claimed {
                 match clinical.run_job(job).await {
-                    Ok(()) => {
+                    Ok(crate::clinical::JobOutcome::Deferred { .. }) => {}
+                    Ok(crate::clinical::JobOutcome::Done) => {
                         if let Err(e) = clinical.store.complete(job).await {
                             tracing::warn!(error = %e, "could not complete a job; it will run again (idempotent)");
                         }

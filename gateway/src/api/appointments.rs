@@ -1,6 +1,5 @@
 //! `/v1/appointments`: book, move, cancel and mark appointments; the patient hears about each.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -9,9 +8,10 @@ use serde_json::json;
 use super::auth::clinic_of;
 use super::problem::Problem;
 use super::AppState;
-use crate::clock::now_ms;
-use crate::domain::appointment::{Appointment, AppointmentId, AppointmentStatus, Patient};
+use crate::clinical::{BookRequest, ChangeRequest};
+use crate::domain::appointment::{AppointmentId, AppointmentStatus, Patient};
 use crate::domain::E164;
+use crate::tenants::ClinicSettings;
 
 #[derive(Debug, Deserialize)]
 pub struct PatientInput {
@@ -20,6 +20,36 @@ pub struct PatientInput {
     name: String,
     #[serde(default)]
     language: Option<String>,
+}
+
+impl PatientInput {
+    /// The patient, with the phone parsed against the clinic's country code.
+    pub fn parse(self, clinic: &ClinicSettings) -> Result<Patient, Problem> {
+        let phone = E164::parse_with_default(&self.phone, Some(&clinic.default_country_code))
+            .map_err(|e| Problem::invalid_field("patient.phone", e.to_string()))?;
+        if self.name.chars().count() > 100 {
+            return Err(Problem::invalid_field(
+                "patient.name",
+                "at most 100 characters",
+            ));
+        }
+        if let Some(l) = &self.language {
+            if l.is_empty()
+                || l.len() > 8
+                || !l.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+            {
+                return Err(Problem::invalid_field(
+                    "patient.language",
+                    "a Meta language code such as en, hi or ta",
+                ));
+            }
+        }
+        Ok(Patient {
+            phone,
+            name: self.name,
+            language: self.language,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +72,8 @@ pub struct Change {
     #[serde(default)]
     start: Option<DateTime<Utc>>,
     #[serde(default)]
+    end: Option<DateTime<Utc>>,
+    #[serde(default)]
     status: Option<AppointmentStatus>,
     #[serde(default)]
     doctor: Option<String>,
@@ -55,73 +87,34 @@ pub async fn book(
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
     let input: Book = super::body::parse_json_body(&body)?;
-    let phone = E164::parse_with_default(&input.patient.phone, Some(&clinic.default_country_code))
-        .map_err(|e| Problem::invalid_field("patient.phone", e.to_string()))?;
-    let now = now_ms();
-    let start_ms = input.start.timestamp_millis();
-    if start_ms <= now {
-        return Err(Problem::invalid_field("start", "must be in the future"));
+    let patient = input.patient.parse(&clinic)?;
+    let booked = state
+        .clinical
+        .book(
+            &clinic,
+            BookRequest {
+                external_id: input.external_id,
+                patient,
+                doctor: input.doctor,
+                location: input.location,
+                start_ms: input.start.timestamp_millis(),
+                end_ms: input.end.map(|e| e.timestamp_millis()),
+            },
+        )
+        .await?;
+    let a = booked.appointment;
+    if booked.replayed {
+        return Ok(HttpResponse::Ok()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(a));
     }
-    if input.end.is_some_and(|e| e.timestamp_millis() <= start_ms) {
-        return Err(Problem::invalid_field("end", "must be after start"));
-    }
-    if input.location.is_some_and(|i| i >= clinic.locations.len()) {
-        return Err(Problem::invalid_field(
-            "location",
-            "no such location of this clinic",
-        ));
-    }
-    if let Some(ext) = input.external_id.as_deref() {
-        if ext.is_empty() || ext.len() > 128 {
-            return Err(Problem::invalid_field("external_id", "1 to 128 characters"));
-        }
-        // The EMR sends bookings again after timeouts: the same id is the same appointment.
-        if let Some(id) = state.store.appointment_by_external(&clinic.id, ext).await? {
-            if let Some(existing) = state.store.appointment(&clinic.id, &id).await? {
-                return Ok(HttpResponse::Ok()
-                    .insert_header(("Idempotent-Replayed", "true"))
-                    .json(existing));
-            }
-        }
-    }
-    let a = Appointment {
-        id: AppointmentId::generate(),
-        tenant: clinic.id.clone(),
-        external_id: input.external_id,
-        patient: Patient {
-            phone,
-            name: input.patient.name,
-            language: input.patient.language,
-        },
-        doctor: input.doctor,
-        location: input.location,
-        start_ms,
-        end_ms: input.end.map(|e| e.timestamp_millis()),
-        status: AppointmentStatus::Booked,
-        response: None,
-        version: 1,
-        reminders: Vec::new(),
-        created_ms: now,
-        updated_ms: now,
-    };
-    state.store.put_appointment(&a).await?;
-    state.clinical.booked(&clinic, &a).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/appointments/{}", a.id)))
         .json(a))
 }
 
-async fn existing(
-    state: &AppState,
-    clinic: &crate::tenants::ClinicSettings,
-    raw: &str,
-) -> Result<Appointment, Problem> {
-    let id = AppointmentId::parse(raw).ok_or_else(|| Problem::not_found("no such appointment"))?;
-    state
-        .store
-        .appointment(&clinic.id, &id)
-        .await?
-        .ok_or_else(|| Problem::not_found("no such appointment"))
+fn appointment_id(raw: &str) -> Result<AppointmentId, Problem> {
+    AppointmentId::parse(raw).ok_or_else(|| Problem::not_found("no such appointment"))
 }
 
 pub async fn change(
@@ -133,51 +126,19 @@ pub async fn change(
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
     let input: Change = super::body::parse_json_body(&body)?;
-    let mut a = existing(&state, &clinic, &path).await?;
-    let now = now_ms();
-    if a.status == AppointmentStatus::Cancelled {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "appointment-cancelled",
-            "Appointment cancelled",
-            "a cancelled appointment cannot change; book a new one",
-        ));
-    }
-    if let Some(d) = input.doctor {
-        a.doctor = Some(d);
-    }
-    let moved = match input.start {
-        Some(start) if start.timestamp_millis() != a.start_ms => {
-            if start.timestamp_millis() <= now {
-                return Err(Problem::invalid_field("start", "must be in the future"));
-            }
-            a.start_ms = start.timestamp_millis();
-            a.version += 1;
-            a.response = None;
-            true
-        }
-        _ => false,
-    };
-    let cancelled = input.status == Some(AppointmentStatus::Cancelled);
-    if let Some(status) = input.status {
-        if status == AppointmentStatus::Booked {
-            return Err(Problem::invalid_field(
-                "status",
-                "use cancelled, arrived, attended or no_show",
-            ));
-        }
-        a.status = status;
-        if cancelled {
-            a.version += 1;
-        }
-    }
-    a.updated_ms = now;
-    state.store.put_appointment(&a).await?;
-    if cancelled {
-        state.clinical.cancelled_by_clinic(&clinic, &a).await?;
-    } else if moved {
-        state.clinical.rescheduled(&clinic, &a).await?;
-    }
+    let a = state
+        .clinical
+        .change(
+            &clinic,
+            &appointment_id(&path)?,
+            ChangeRequest {
+                start_ms: input.start.map(|t| t.timestamp_millis()),
+                end_ms: input.end.map(|t| t.timestamp_millis()),
+                status: input.status,
+                doctor: input.doctor,
+            },
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(a))
 }
 
@@ -187,7 +148,13 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    Ok(HttpResponse::Ok().json(existing(&state, &clinic, &path).await?))
+    let a = state
+        .store
+        .appointment(&clinic.id, &appointment_id(&path)?)
+        .await?
+        .ok_or_else(|| Problem::not_found("no such appointment"))?;
+    let outcome = super::outcomes::outcome_of(&state, &a).await?;
+    Ok(HttpResponse::Ok().json(super::outcomes::view(&a, &outcome)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +162,8 @@ pub struct ListQuery {
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     status: Option<AppointmentStatus>,
+    /// Reminder outcome (`confirmed`, `ignored`, `undeliverable` …) or attendance (`no_show` …).
+    outcome: Option<String>,
     limit: Option<usize>,
 }
 
@@ -207,13 +176,24 @@ pub async fn list(
     let from = q.from.map_or(0, |t| t.timestamp_millis());
     let to = q.to.map_or(i64::MAX, |t| t.timestamp_millis());
     let limit = q.limit.unwrap_or(500).clamp(1, 5_000);
+    let filter = q
+        .outcome
+        .as_deref()
+        .map(super::outcomes::OutcomeFilter::parse)
+        .transpose()?;
     let all = state
         .store
         .appointments(&clinic.id, from, to, limit)
         .await?;
-    let appointments: Vec<&Appointment> = all
+    let mut out = Vec::new();
+    for a in all
         .iter()
         .filter(|a| q.status.is_none_or(|s| a.status == s))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({"appointments": appointments})))
+    {
+        let outcome = super::outcomes::outcome_of(&state, a).await?;
+        if filter.is_none_or(|f| f.matches(&outcome)) {
+            out.push(super::outcomes::view(a, &outcome));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({"appointments": out})))
 }

@@ -4,13 +4,16 @@ mod admin;
 mod appointments;
 mod auth;
 mod body;
+mod documents;
 mod health;
 mod limits;
 mod messages;
 mod money;
+mod outcomes;
 pub mod problem;
 mod sandbox;
 mod templates;
+mod visits;
 mod wallet;
 mod webhook;
 
@@ -78,6 +81,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .route("/v1/messages", web::post().to(messages::send))
         .route("/v1/messages/{id}", web::get().to(messages::get))
+        .route("/v1/prescriptions", web::post().to(documents::prescription))
+        .route("/v1/lab-reports", web::post().to(documents::lab_report))
+        .route(
+            "/v1/health-records",
+            web::post().to(documents::health_record),
+        )
+        .route("/v1/documents/{id}", web::get().to(documents::get))
+        .route("/v1/visits", web::post().to(visits::complete))
+        .route("/v1/feedback", web::get().to(visits::feedback))
+        .route("/v1/inbox", web::get().to(visits::inbox))
+        .route(
+            "/v1/stats/appointments",
+            web::get().to(outcomes::appointment_stats),
+        )
         .route("/v1/appointments", web::post().to(appointments::book))
         .route("/v1/appointments", web::get().to(appointments::list))
         .route("/v1/appointments/{id}", web::get().to(appointments::get))

@@ -179,3 +179,24 @@ impl From<crate::outbound::SubmitError> for Problem {
         }
     }
 }
+
+impl From<crate::clinical::ClinicalError> for Problem {
+    fn from(e: crate::clinical::ClinicalError) -> Self {
+        use crate::clinical::ClinicalError as E;
+        match e {
+            E::Invalid { field, detail } => Problem::invalid_field(&field, detail),
+            E::NotFound(what) => Problem::not_found(what),
+            E::Conflict(detail) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+            }
+            // Meta could not take the PDF: the request can be retried as it is.
+            E::Upload(detail) => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "media-upload-failed",
+                "Media upload failed",
+                format!("Meta did not accept the PDF upload: {detail}"),
+            ),
+            E::Store(s) => s.into(),
+        }
+    }
+}

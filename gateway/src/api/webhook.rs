@@ -269,8 +269,21 @@ async fn apply_inbound(
         .as_ref()
         .map(|t| t.body.as_str())
         .or_else(|| m.button.as_ref().map(|b| b.text.as_str()));
-    state
-        .clinical
-        .inbound(clinic, &m.from, &m.id, payload, text)
-        .await
+    let message = crate::clinical::InboundMessage {
+        from: &m.from,
+        wamid: &m.id,
+        kind: &kind,
+        payload,
+        text,
+        at_ms,
+    };
+    match state.clinical.inbound(clinic, message).await {
+        Ok(()) => Ok(()),
+        Err(crate::clinical::ClinicalError::Store(e)) => Err(e),
+        // Not a store failure: Meta re-delivering would not help.
+        Err(e) => {
+            tracing::warn!(tenant = %clinic.id, error = %e, "inbound message not handled");
+            Ok(())
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod lane;
 pub mod message;
 pub mod money;
 pub mod phone;
+pub mod records;
 
 pub use ids::{MessageId, PhoneNumberId, TenantId};
 pub use lane::Lane;

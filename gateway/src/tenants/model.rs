@@ -146,6 +146,12 @@ pub struct ClinicSettings {
     /// Reminders before each appointment, in minutes (default one, 24 h before).
     #[serde(default = "default_reminder_offsets")]
     pub reminder_offsets_minutes: Vec<u32>,
+    /// Follow-up message N days after a completed visit, N by visit type.
+    #[serde(default)]
+    pub follow_up: FollowUpSettings,
+    /// Feedback request this many minutes after a completed visit; `None` = never.
+    #[serde(default = "default_feedback_delay")]
+    pub feedback_delay_minutes: Option<u32>,
     /// Messaging-limit tier of the portfolio (unique patients outside their window per 24 h);
     /// `None` = unlimited.
     #[serde(default)]
@@ -168,6 +174,42 @@ impl ClinicSettings {
 
 fn default_reminder_offsets() -> Vec<u32> {
     vec![24 * 60]
+}
+
+fn default_feedback_delay() -> Option<u32> {
+    Some(120)
+}
+
+fn default_follow_up_days() -> u32 {
+    7
+}
+
+/// Days after a visit until its follow-up; 0 = no follow-up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUpSettings {
+    #[serde(default = "default_follow_up_days")]
+    pub default_days: u32,
+    /// Per visit type (e.g. `surgery` 3, `vaccination` 0), matched case-insensitively.
+    #[serde(default)]
+    pub by_visit_type: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for FollowUpSettings {
+    fn default() -> Self {
+        Self {
+            default_days: default_follow_up_days(),
+            by_visit_type: Default::default(),
+        }
+    }
+}
+
+impl FollowUpSettings {
+    pub fn days_for(&self, visit_type: &str) -> u32 {
+        self.by_visit_type
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(visit_type))
+            .map_or(self.default_days, |(_, d)| *d)
+    }
 }
 
 /// A rule the admin input broke, with the JSON path of the field.
@@ -301,6 +343,17 @@ impl ClinicSettings {
                 "reminder_offsets_minutes",
                 "up to 5 offsets, each 1 minute to 14 days before the appointment",
             ));
+        }
+        if self.follow_up.default_days > 365
+            || self.follow_up.by_visit_type.values().any(|d| *d > 365)
+        {
+            return Err(invalid("follow_up", "days from 0 (none) to 365"));
+        }
+        if self
+            .feedback_delay_minutes
+            .is_some_and(|m| m > 30 * 24 * 60)
+        {
+            return Err(invalid("feedback_delay_minutes", "at most 30 days"));
         }
         if self.low_balance_threshold.is_negative() {
             return Err(invalid("low_balance_threshold", "must not be negative"));

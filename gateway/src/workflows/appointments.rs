@@ -10,14 +10,12 @@
 //! - `appointment_cancelled`: name, date, time.
 
 use serde_json::json;
-use whatsapp_cloud::wire::{
-    ButtonParameter, ButtonSubType, Component, Content, Language, Location, Parameter, Template,
-    Text,
-};
+use whatsapp_cloud::wire::{Component, Content, Location, Parameter, Text};
 
+use super::compose::{self, body, quick_replies};
 use super::intents::{payload, Intent};
 use super::render::date_time;
-use super::{Command, Job, Touchpoint};
+use super::{Command, Job, PatientChange, SessionForm, Touchpoint};
 use crate::domain::appointment::{Appointment, AppointmentStatus, PatientResponse};
 use crate::domain::Lane;
 use crate::tenants::ClinicSettings;
@@ -29,48 +27,13 @@ pub const CANCELLED: &str = "appointment_cancelled";
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
-fn language(a: &Appointment, clinic: &ClinicSettings) -> String {
-    a.patient
-        .language
-        .clone()
-        .unwrap_or_else(|| clinic.default_language.clone())
-}
-
-fn text_param(s: &str) -> Parameter {
-    // Meta refuses empty parameters; a dash reads better than an error.
-    let text = if s.trim().is_empty() {
-        "-".to_owned()
-    } else {
-        s.to_owned()
-    };
-    Parameter::Text {
-        text,
-        parameter_name: None,
-    }
-}
-
 fn template(
     name: &str,
     a: &Appointment,
     clinic: &ClinicSettings,
     components: Vec<Component>,
 ) -> Content {
-    Content::Template {
-        template: Template {
-            name: name.to_owned(),
-            language: Language {
-                code: language(a, clinic),
-                policy: None,
-            },
-            components,
-        },
-    }
-}
-
-fn body(values: &[&str]) -> Component {
-    Component::Body {
-        parameters: values.iter().map(|v| text_param(v)).collect(),
-    }
+    compose::template(name, &a.patient, clinic, components)
 }
 
 fn send(
@@ -79,14 +42,21 @@ fn send(
     content: Content,
     lane: Lane,
     deadline_ms: i64,
+    session: Option<SessionForm>,
 ) -> Command {
-    Command::Send {
-        touchpoint,
-        to: a.patient.phone.clone(),
-        content,
-        lane,
-        deadline_ms,
-    }
+    compose::send(touchpoint, &a.patient, content, lane, deadline_ms, session)
+}
+
+/// The reminder jobs of `version` of the appointment, whether due yet or not.
+fn reminder_jobs(a: &Appointment, version: u32, offsets: &[u32]) -> Vec<Job> {
+    offsets
+        .iter()
+        .map(|&offset_minutes| Job::Reminder {
+            appointment: a.id.clone(),
+            version,
+            offset_minutes,
+        })
+        .collect()
 }
 
 /// Reminder jobs still in the future and before the start, for the appointment's version.
@@ -146,6 +116,7 @@ pub fn booked(
         template(CONFIRMATION, a, clinic, components),
         Lane::Care,
         a.start_ms,
+        None,
     )];
     out.extend(reminders(a, offsets, now_ms));
     out
@@ -166,19 +137,25 @@ pub fn rescheduled(
         clinic,
         vec![body(&[&a.patient.name, &date, &time, &doctor])],
     );
-    let mut out = vec![send(
-        Touchpoint::Rescheduled,
-        a,
-        content,
-        Lane::Care,
-        a.start_ms,
-    )];
-    // Reminders of the old version go stale on their own (see `reminder_due`).
+    let mut out = vec![
+        send(
+            Touchpoint::Rescheduled,
+            a,
+            content,
+            Lane::Care,
+            a.start_ms,
+            Some(SessionForm::Text),
+        ),
+        // The old time's reminders go; were one to survive, `reminder_due` finds it stale.
+        Command::Unschedule {
+            jobs: reminder_jobs(a, a.version.saturating_sub(1), offsets),
+        },
+    ];
     out.extend(reminders(a, offsets, now_ms));
     out
 }
 
-/// Cancelled by the clinic.
+/// Cancelled by the clinic (the appointment already carries the new version).
 pub fn cancelled_by_clinic(a: &Appointment, clinic: &ClinicSettings, now_ms: i64) -> Vec<Command> {
     let (date, time) = date_time(a.start_ms, &clinic.time_zone);
     let content = template(
@@ -187,13 +164,23 @@ pub fn cancelled_by_clinic(a: &Appointment, clinic: &ClinicSettings, now_ms: i64
         clinic,
         vec![body(&[&a.patient.name, &date, &time])],
     );
-    vec![send(
-        Touchpoint::Cancelled,
-        a,
-        content,
-        Lane::Care,
-        now_ms + DAY_MS,
-    )]
+    vec![
+        send(
+            Touchpoint::Cancelled,
+            a,
+            content,
+            Lane::Care,
+            now_ms + DAY_MS,
+            Some(SessionForm::Text),
+        ),
+        Command::Unschedule {
+            jobs: reminder_jobs(
+                a,
+                a.version.saturating_sub(1),
+                &clinic.reminder_offsets_minutes,
+            ),
+        },
+    ]
 }
 
 /// A reminder job fell due. Nothing for a stale version, a cancelled appointment, or one that
@@ -207,28 +194,38 @@ pub fn reminder_due(
     if version != a.version || a.status != AppointmentStatus::Booked || now_ms >= a.start_ms {
         return Vec::new();
     }
+    vec![ask(a, clinic, Touchpoint::Reminder, Lane::Reminders)]
+}
+
+/// The reminder's question with its three choices, for the reminder itself and to ask again
+/// when a reply was ambiguous.
+fn ask(a: &Appointment, clinic: &ClinicSettings, touchpoint: Touchpoint, lane: Lane) -> Command {
     let (date, time) = date_time(a.start_ms, &clinic.time_zone);
     let doctor = a.doctor.clone().unwrap_or_default();
     let mut components = vec![body(&[&a.patient.name, &date, &time, &doctor])];
-    for (index, intent) in [Intent::Confirm, Intent::Cancel, Intent::Reschedule]
-        .into_iter()
-        .enumerate()
-    {
-        components.push(Component::Button {
-            sub_type: ButtonSubType::QuickReply,
-            index: index.to_string(),
-            parameters: vec![ButtonParameter::Payload {
-                payload: payload(intent, &a.id, a.version),
-            }],
-        });
-    }
-    vec![send(
-        Touchpoint::Reminder,
+    components.extend(quick_replies(
+        [Intent::Confirm, Intent::Cancel, Intent::Reschedule]
+            .into_iter()
+            .map(|intent| payload(intent, &a.id, a.version))
+            .collect(),
+    ));
+    send(
+        touchpoint,
         a,
         template(REMINDER, a, clinic, components),
-        Lane::Reminders,
+        lane,
         a.start_ms,
-    )]
+        Some(SessionForm::Buttons),
+    )
+}
+
+/// A reply that named more than one choice ("cancel or confirm?"): the question again, as
+/// buttons (the patient just wrote, so the window is open and it costs nothing).
+pub fn clarify(a: &Appointment, clinic: &ClinicSettings, now_ms: i64) -> Vec<Command> {
+    if a.status != AppointmentStatus::Booked || now_ms >= a.start_ms {
+        return Vec::new();
+    }
+    vec![ask(a, clinic, Touchpoint::Clarify, Lane::Care)]
 }
 
 /// The patient answered (tap or text). Returns the updated appointment, if it changed, and what
@@ -255,6 +252,7 @@ pub fn reply(
             },
             Lane::Care,
             now_ms + DAY_MS,
+            None,
         )
     };
     if a.status != AppointmentStatus::Booked {
@@ -287,6 +285,10 @@ pub fn reply(
                         event: "appointment.confirmed",
                         data,
                     },
+                    Command::WriteBack {
+                        appointment: a.id.clone(),
+                        change: PatientChange::Confirmed,
+                    },
                 ],
             )
         }
@@ -305,6 +307,13 @@ pub fn reply(
                         event: "appointment.cancelled_by_patient",
                         data,
                     },
+                    Command::WriteBack {
+                        appointment: a.id.clone(),
+                        change: PatientChange::Cancelled,
+                    },
+                    Command::Unschedule {
+                        jobs: reminder_jobs(a, a.version, &clinic.reminder_offsets_minutes),
+                    },
                 ],
             )
         }
@@ -322,6 +331,10 @@ pub fn reply(
                         event: "appointment.reschedule_requested",
                         data,
                     },
+                    Command::WriteBack {
+                        appointment: a.id.clone(),
+                        change: PatientChange::RescheduleRequested,
+                    },
                 ],
             )
         }
@@ -335,6 +348,7 @@ mod tests {
     use crate::domain::{TenantId, E164};
     use crate::tenants::model::ClinicLocation;
     use crate::workflows::intents::parse_payload;
+    use whatsapp_cloud::wire::{ButtonParameter, Template};
 
     const HOUR: i64 = 3_600_000;
     const NOW: i64 = 1_795_500_000_000;
@@ -511,8 +525,12 @@ mod tests {
             template_of(&cmds[0]).map(|t| t.name.as_str()),
             Some(RESCHEDULED)
         );
+        assert!(
+            matches!(&cmds[1], Command::Unschedule { jobs } if jobs == &vec![Job::Reminder { appointment: a.id.clone(), version: 1, offset_minutes: 24 * 60 }]),
+            "the old time's reminders go"
+        );
         assert!(matches!(
-            &cmds[1],
+            &cmds[2],
             Command::Schedule {
                 job: Job::Reminder { version: 2, .. },
                 ..

@@ -117,9 +117,70 @@ const EXACT_ONLY: &[&str] = &[
     "ಬೇಡ",
 ];
 
-/// Matches free text to an action; `None` when it is not clearly one of them (the clinic gets
-/// the message instead, or the patient a clarifying question).
-pub fn parse_text(text: &str) -> Option<Intent> {
+/// STOP and START in the supported languages; only as the whole reply.
+const STOP: &[&str] = &[
+    "stop",
+    "unsubscribe",
+    "रोकें",
+    "बंद",
+    "बंद करें",
+    "நிறுத்து",
+    "ఆపు",
+    "थांबवा",
+    "বন্ধ",
+    "বন্ধ করুন",
+    "ನಿಲ್ಲಿಸಿ",
+];
+const START: &[&str] = &[
+    "start",
+    "subscribe",
+    "शुरू",
+    "शुरू करें",
+    "தொடங்கு",
+    "ప్రారంభించు",
+    "सुरू",
+    "सुरू करा",
+    "শুরু",
+    "শুরু করুন",
+    "ಪ್ರಾರಂಭಿಸಿ",
+];
+
+/// The patient's messaging consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consent {
+    Stop,
+    Start,
+}
+
+/// `STOP` / `START` (any case, translations), as the whole message.
+pub fn parse_consent(text: &str) -> Option<Consent> {
+    let t = text
+        .trim()
+        .trim_end_matches(['.', '!'])
+        .trim()
+        .to_lowercase();
+    if STOP.contains(&t.as_str()) {
+        Some(Consent::Stop)
+    } else if START.contains(&t.as_str()) {
+        Some(Consent::Start)
+    } else {
+        None
+    }
+}
+
+/// What free text says about the pending appointment question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    Clear(Intent),
+    /// Words of more than one action ("cancel or confirm?"): ask which.
+    Ambiguous,
+    /// None of them: the clinic reads it.
+    Unrelated,
+}
+
+/// Matches free text to an action; [`Reading::Ambiguous`] when it names several (the patient gets
+/// a clarifying question), [`Reading::Unrelated`] when none (the clinic gets the message).
+pub fn read_text(text: &str) -> Reading {
     let t = text.trim().to_lowercase();
     let words: Vec<&str> = t
         .split(|c: char| c.is_whitespace() || (c.is_ascii_punctuation() && c != '\'') || c == '।')
@@ -146,8 +207,9 @@ pub fn parse_text(text: &str) -> Option<Intent> {
     .map(|(i, _)| i)
     .collect();
     match hits.as_slice() {
-        [one] => Some(*one),
-        _ => None,
+        [] => Reading::Unrelated,
+        [one] => Reading::Clear(*one),
+        _ => Reading::Ambiguous,
     }
 }
 
@@ -177,19 +239,34 @@ mod tests {
             ("1", Intent::Confirm),
             ("I want to reschedule", Intent::Reschedule),
         ] {
-            assert_eq!(parse_text(text), Some(intent), "{text}");
+            assert_eq!(read_text(text), Reading::Clear(intent), "{text}");
         }
-        assert_eq!(parse_text("What time is my appointment?"), None);
         assert_eq!(
-            parse_text("cancel or confirm?"),
-            None,
+            read_text("What time is my appointment?"),
+            Reading::Unrelated
+        );
+        assert_eq!(
+            read_text("cancel or confirm?"),
+            Reading::Ambiguous,
             "ambiguous replies are not guessed"
         );
         assert_eq!(
-            parse_text("No problem, see you"),
-            None,
+            read_text("No problem, see you"),
+            Reading::Unrelated,
             "a bare word counts only alone"
         );
-        assert_eq!(parse_text("No"), Some(Intent::Cancel));
+        assert_eq!(read_text("No"), Reading::Clear(Intent::Cancel));
+    }
+
+    #[test]
+    fn stop_and_start_in_several_languages_only_as_the_whole_message() {
+        for t in ["STOP", "stop.", "Unsubscribe", "रोकें", "நிறுத்து", "ನಿಲ್ಲಿಸಿ"]
+        {
+            assert_eq!(parse_consent(t), Some(Consent::Stop), "{t}");
+        }
+        for t in ["START", "शुरू", "শুরু"] {
+            assert_eq!(parse_consent(t), Some(Consent::Start), "{t}");
+        }
+        assert_eq!(parse_consent("please don't stop my medicine"), None);
     }
 }

@@ -3,8 +3,14 @@
 //! scheduler, the API and the conversation actors execute the commands.
 
 pub mod appointments;
+pub mod compose;
+pub mod documents;
 pub mod intents;
+pub mod outcomes;
+pub mod quiet;
 pub mod render;
+pub mod session;
+pub mod visits;
 
 use serde_json::Value;
 use whatsapp_cloud::wire::Content;
@@ -23,11 +29,44 @@ pub enum Command {
         lane: Lane,
         /// Not after this (e.g. a reminder is pointless once the appointment started).
         deadline_ms: i64,
+        /// How to send it as a free session message when the patient's window is open (`None`:
+        /// always the template).
+        session: Option<SessionForm>,
     },
     /// Run a job at `due_ms`.
     Schedule { job: Job, due_ms: i64 },
+    /// Drop jobs no longer wanted (the appointment moved or was cancelled).
+    Unschedule { jobs: Vec<Job> },
     /// Tell the clinic (signed callback).
     Callback { event: &'static str, data: Value },
+    /// Tell the clinic's EMR what the patient decided (FHIR PATCH or an HL7 message).
+    WriteBack {
+        appointment: AppointmentId,
+        change: PatientChange,
+    },
+}
+
+/// A patient's decision the EMR should learn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatientChange {
+    Confirmed,
+    Cancelled,
+    RescheduleRequested,
+}
+
+/// The free-form shape of a template touchpoint inside the service window: the same words (from
+/// the template library, in the patient's language) at no charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionForm {
+    /// Body as text.
+    Text,
+    /// Body with the quick replies as reply buttons (at most 3), same payloads.
+    Buttons,
+    /// Body with the quick replies as a list (more than 3 choices).
+    List,
+    /// The header's document with the body as its caption.
+    Document,
 }
 
 /// The touchpoints the gateway sends, for metrics and the no-show view.
@@ -38,6 +77,14 @@ pub enum Touchpoint {
     Cancelled,
     Reminder,
     ReplyAck,
+    Prescription,
+    LabReport,
+    LabReportCorrected,
+    HealthRecord,
+    FollowUp,
+    Feedback,
+    Clarify,
+    Consent,
 }
 
 impl Touchpoint {
@@ -48,7 +95,24 @@ impl Touchpoint {
             Touchpoint::Cancelled => "cancelled",
             Touchpoint::Reminder => "reminder",
             Touchpoint::ReplyAck => "reply_ack",
+            Touchpoint::Prescription => "prescription",
+            Touchpoint::LabReport => "lab_report",
+            Touchpoint::LabReportCorrected => "lab_report_corrected",
+            Touchpoint::HealthRecord => "health_record",
+            Touchpoint::FollowUp => "follow_up",
+            Touchpoint::Feedback => "feedback",
+            Touchpoint::Clarify => "clarify",
+            Touchpoint::Consent => "consent",
         }
+    }
+
+    /// Care the patient is waiting for (a report, an answer) goes out even in quiet hours and
+    /// after STOP; reminders, follow-ups and feedback requests wait or are skipped.
+    pub fn is_essential(self) -> bool {
+        !matches!(
+            self,
+            Touchpoint::Reminder | Touchpoint::FollowUp | Touchpoint::Feedback
+        )
     }
 }
 
@@ -62,4 +126,8 @@ pub enum Job {
         version: u32,
         offset_minutes: u32,
     },
+    /// The follow-up message after a visit.
+    FollowUp { visit: String },
+    /// The feedback request after a visit.
+    Feedback { visit: String },
 }
