@@ -152,7 +152,7 @@ impl Application {
             metrics: metrics.clone(),
             meta: meta.clone(),
             texts: Arc::new(crate::workflows::session::NoTexts),
-            writeback: Arc::new(crate::clinical::NoWriteBack),
+            emr: Vec::new(),
         };
         crate::scheduler::spawn(clinical.clone(), Duration::from_millis(200));
         let state = web::Data::new(AppState {

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub touchpoints: IntCounterVec,
     /// Patient replies acted on, by intent.
     pub replies: IntCounterVec,
+    /// EMR write-back attempts by link (hl7, fhir) and result (ok, retry, failed).
+    pub writebacks: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -184,6 +186,12 @@ impl Metrics {
             "Patient replies acted on",
             &["intent"],
         );
+        let writebacks = counter(
+            &registry,
+            "emr_writebacks_total",
+            "EMR write-back attempts by link and result",
+            &["link", "result"],
+        );
         Self {
             registry,
             api_requests,
@@ -202,6 +210,7 @@ impl Metrics {
             actors,
             touchpoints,
             replies,
+            writebacks,
         }
     }
 

@@ -37,6 +37,15 @@ impl Clinical {
             .as_ref()
             .and_then(|q| quiet_until(q, &clinic.time_zone, now));
         match &claimed.job {
+            Job::WriteBack {
+                link,
+                appointment,
+                change,
+                attempt,
+            } => {
+                self.run_write_back(&clinic, link, appointment, *change, *attempt)
+                    .await
+            }
             Job::Reminder {
                 appointment,
                 version,
@@ -52,7 +61,8 @@ impl Clinical {
                 if let Some(until_ms) = quiet {
                     // After the night is over, if there is still time before the visit.
                     return if until_ms < a.start_ms {
-                        self.defer(&clinic, &claimed.job, until_ms).await
+                        self.defer(&clinic, &claimed.job, until_ms, Touchpoint::Reminder)
+                            .await
                     } else {
                         Ok(JobOutcome::Done)
                     };
@@ -93,10 +103,17 @@ impl Clinical {
                 else {
                     return Ok(JobOutcome::Done);
                 };
-                if let Some(until_ms) = quiet {
-                    return self.defer(&clinic, &claimed.job, until_ms).await;
-                }
                 let feedback = matches!(claimed.job, Job::Feedback { .. });
+                if let Some(until_ms) = quiet {
+                    let touchpoint = if feedback {
+                        Touchpoint::Feedback
+                    } else {
+                        Touchpoint::FollowUp
+                    };
+                    return self
+                        .defer(&clinic, &claimed.job, until_ms, touchpoint)
+                        .await;
+                }
                 let (commands, due_ms) = if feedback {
                     let existing = self.feedback_of(&clinic.id, &v.id).await?;
                     (
@@ -141,20 +158,13 @@ impl Clinical {
         clinic: &ClinicSettings,
         job: &Job,
         until_ms: i64,
+        touchpoint: Touchpoint,
     ) -> Result<JobOutcome, ClinicalError> {
         self.store.schedule(&clinic.id, job, until_ms).await?;
         self.metrics
             .touchpoints
-            .with_label_values(&[job_touchpoint(job).as_str(), "deferred"])
+            .with_label_values(&[touchpoint.as_str(), "deferred"])
             .inc();
         Ok(JobOutcome::Deferred { until_ms })
-    }
-}
-
-fn job_touchpoint(job: &Job) -> Touchpoint {
-    match job {
-        Job::Reminder { .. } => Touchpoint::Reminder,
-        Job::FollowUp { .. } => Touchpoint::FollowUp,
-        Job::Feedback { .. } => Touchpoint::Feedback,
     }
 }

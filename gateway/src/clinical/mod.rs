@@ -20,7 +20,7 @@ pub use documents::{Delivered, DocumentRequest};
 pub use inbound::InboundMessage;
 pub use jobs::JobOutcome;
 pub use visits::VisitRequest;
-pub use writeback::{NoWriteBack, WriteBack};
+pub use writeback::{EmrLink, WriteBackError};
 
 use crate::callbacks::Callbacks;
 use crate::clock::now_ms;
@@ -71,7 +71,8 @@ pub struct Clinical {
     pub meta: Arc<crate::meta::Meta>,
     /// The template library's texts, for session forms.
     pub texts: Arc<dyn TemplateTexts>,
-    pub writeback: Arc<dyn WriteBack>,
+    /// The EMR links patients' decisions are written back through (none: callbacks only).
+    pub emr: Vec<Arc<dyn EmrLink>>,
 }
 
 /// What caused a batch of commands: a stable text and a stable time (the event's own, never
@@ -167,11 +168,13 @@ impl Clinical {
                 Command::WriteBack {
                     appointment,
                     change,
-                } => {
-                    if let Some(a) = self.store.appointment(&clinic.id, &appointment).await? {
-                        self.writeback.patient_changed(clinic, &a, change).await;
-                    }
-                }
+                } => self
+                    .schedule_write_back(clinic, &appointment, change)
+                    .await
+                    .map_err(|e| match e {
+                        ClinicalError::Store(s) => s,
+                        other => StoreError::Unavailable(other.to_string()),
+                    })?,
             }
         }
         Ok(sent)

@@ -130,4 +130,11 @@ pub enum Job {
     FollowUp { visit: String },
     /// The feedback request after a visit.
     Feedback { visit: String },
+    /// Tell the EMR (through the link named `link`) what the patient decided.
+    WriteBack {
+        link: String,
+        appointment: AppointmentId,
+        change: PatientChange,
+        attempt: u32,
+    },
 }
