@@ -206,6 +206,9 @@ pub struct ClinicConfig {
     /// Meta access token for this clinic's WABA. Never logged or returned.
     pub access_token: String,
     pub numbers: Vec<NumberConfig>,
+    /// HL7 v2 / FHIR links of the clinic's EMR.
+    #[serde(default)]
+    pub emr: crate::emr::EmrSettings,
 }
 
 fn default_country_code() -> String {

@@ -63,6 +63,7 @@ fn demo_settings(sandbox_url: &str, listener: &TcpListener) -> Result<Settings, 
         // 500.00 of wallet credit, so the demo clinic can pay for its templates.
         wallet_credit: 500_000_000,
         messaging_limit: Some(250),
+        emr: Default::default(),
         numbers: vec![NumberConfig {
             phone_number_id: number,
             display: "+91 80 4555 1234".into(),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod domain;
+pub mod emr;
 pub mod meta;
 pub mod metrics;
 pub mod outbound;

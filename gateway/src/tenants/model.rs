@@ -152,6 +152,9 @@ pub struct ClinicSettings {
     /// Feedback request this many minutes after a completed visit; `None` = never.
     #[serde(default = "default_feedback_delay")]
     pub feedback_delay_minutes: Option<u32>,
+    /// The clinic's EMR links (HL7 v2 / FHIR R4) for ingest and write-back.
+    #[serde(default)]
+    pub emr: crate::emr::EmrSettings,
     /// Messaging-limit tier of the portfolio (unique patients outside their window per 24 h);
     /// `None` = unlimited.
     #[serde(default)]
