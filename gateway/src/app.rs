@@ -151,7 +151,7 @@ impl Application {
             callbacks: Callbacks::new(),
             metrics: metrics.clone(),
             meta: meta.clone(),
-            texts: Arc::new(crate::workflows::session::NoTexts),
+            texts: session_texts(&settings),
             emr: Vec::new(),
         };
         crate::scheduler::spawn(clinical.clone(), Duration::from_millis(200));
@@ -334,4 +334,15 @@ fn spawn_depth_sampler(store: Arc<dyn Backend>, dispatchers: Arc<Dispatchers>, m
                 .set(delayed);
         }
     });
+}
+
+/// The template library's words for session forms; without it touchpoints still go, as templates.
+fn session_texts(settings: &Settings) -> Arc<dyn crate::workflows::session::TemplateTexts> {
+    match crate::template_library::TemplateLibrary::load(&settings.templates.resolved_dir()) {
+        Ok(library) => Arc::new(library),
+        Err(e) => {
+            tracing::warn!(error = %e, "template library not loaded: touchpoints inside the window go as templates");
+            Arc::new(crate::workflows::session::NoTexts)
+        }
+    }
 }

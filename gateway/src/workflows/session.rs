@@ -155,3 +155,145 @@ impl TemplateTexts for NoTexts {
         None
     }
 }
+
+impl TemplateTexts for crate::template_library::TemplateLibrary {
+    fn definition(&self, name: &str, language: &str) -> Option<CreateTemplateRequest> {
+        self.get(name, language).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template_library::TemplateLibrary;
+    use whatsapp_cloud::wire::{ButtonSubType, Language};
+
+    fn library() -> TemplateLibrary {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/templates");
+        TemplateLibrary::load(&dir).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn template(name: &str, lang: &str, params: &[&str], payloads: &[&str], doc: bool) -> Content {
+        let mut components = Vec::new();
+        if doc {
+            components.push(Component::Header {
+                parameters: vec![Parameter::Document {
+                    document: Media {
+                        id: Some("77".into()),
+                        filename: Some("cbc.pdf".into()),
+                        ..Media::default()
+                    },
+                }],
+            });
+        }
+        components.push(Component::Body {
+            parameters: params
+                .iter()
+                .map(|p| Parameter::Text {
+                    text: (*p).into(),
+                    parameter_name: None,
+                })
+                .collect(),
+        });
+        for (i, p) in payloads.iter().enumerate() {
+            components.push(Component::Button {
+                sub_type: ButtonSubType::QuickReply,
+                index: i.to_string(),
+                parameters: vec![ButtonParameter::Payload {
+                    payload: (*p).into(),
+                }],
+            });
+        }
+        Content::Template {
+            template: Template {
+                name: name.into(),
+                language: Language {
+                    code: lang.into(),
+                    policy: None,
+                },
+                components,
+            },
+        }
+    }
+
+    #[test]
+    fn a_reminder_becomes_buttons_in_the_patients_language() {
+        let lib = library();
+        let c = template(
+            "visit_reminder",
+            "hi",
+            &["Asha", "Wed, 25 Nov", "10:30 AM", "Dr. Rao"],
+            &["CONFIRM:a:1", "CANCEL:a:1", "RESCHEDULE:a:1"],
+            false,
+        );
+        let def = lib
+            .definition("visit_reminder", "hi")
+            .unwrap_or_else(|| panic!("hi reminder"));
+        let Some(Content::Interactive { interactive }) =
+            session_content(&c, &def, SessionForm::Buttons)
+        else {
+            panic!("buttons")
+        };
+        assert!(
+            interactive.body.text.contains("Asha") && interactive.body.text.contains("Dr. Rao")
+        );
+        assert!(!interactive.body.text.contains("{{"));
+        let InteractiveKind::Button { action } = interactive.kind else {
+            panic!("button kind")
+        };
+        assert_eq!(action.buttons.len(), 3);
+        assert_eq!(action.buttons[1].reply.id, "CANCEL:a:1");
+        assert!(action
+            .buttons
+            .iter()
+            .all(|b| b.reply.title.chars().count() <= 20));
+    }
+
+    #[test]
+    fn feedback_becomes_a_list_and_documents_keep_their_media() {
+        let lib = library();
+        let payloads = ["RATE:v:5", "RATE:v:4", "RATE:v:3", "RATE:v:2", "RATE:v:1"];
+        let c = template(
+            "feedback_request",
+            "ta",
+            &["Asha", "Sunrise"],
+            &payloads,
+            false,
+        );
+        let def = lib
+            .definition("feedback_request", "ta")
+            .unwrap_or_else(|| panic!("ta"));
+        assert!(
+            session_content(&c, &def, SessionForm::Buttons).is_none(),
+            "5 > 3 buttons"
+        );
+        let Some(Content::Interactive { interactive }) =
+            session_content(&c, &def, SessionForm::List)
+        else {
+            panic!("list")
+        };
+        let InteractiveKind::List { action } = interactive.kind else {
+            panic!("list kind")
+        };
+        assert_eq!(action.sections[0].rows.len(), 5);
+        let c = template(
+            "lab_report_ready",
+            "en",
+            &["Asha", "CBC", "Sunrise"],
+            &[],
+            true,
+        );
+        let def = lib
+            .definition("lab_report_ready", "en")
+            .unwrap_or_else(|| panic!("en"));
+        let Some(Content::Document { document }) = session_content(&c, &def, SessionForm::Document)
+        else {
+            panic!("document")
+        };
+        assert_eq!(document.id.as_deref(), Some("77"));
+        assert!(document.caption.is_some_and(|t| t.contains("CBC")));
+        // A send missing a parameter is not rendered with a hole in it.
+        let short = template("lab_report_ready", "en", &["Asha"], &[], true);
+        assert!(session_content(&short, &def, SessionForm::Text).is_none());
+    }
+}
