@@ -2,13 +2,17 @@
 //! sandbox for `sandbox` clinics (so an integrator can build against the gateway before Meta
 //! approves anything). Sandbox sends cost nothing and their webhooks come back to this node.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use whatsapp_cloud::sandbox::{Sandbox, SandboxConfig, SandboxHandle, SandboxState};
 use whatsapp_cloud::wire::TemplateStatus;
 use whatsapp_cloud::GraphClient;
 
+use crate::config::TemplatesSettings;
+use crate::template_library::TemplateLibrary;
 use crate::tenants::model::Mode;
 use crate::tenants::{ClinicSettings, Directory};
 
@@ -17,6 +21,10 @@ pub struct SandboxNode {
     pub state: SandboxState,
     /// Signs the sandbox's webhooks; sandbox clinics' webhooks are verified with it.
     pub secret: String,
+    /// Every sandbox clinic's WABA starts with this library, APPROVED.
+    pub library: Arc<TemplateLibrary>,
+    /// WABAs already seeded (registration repeats on every directory refresh).
+    seeded: Mutex<HashSet<String>>,
     _handle: SandboxHandle,
 }
 
@@ -26,8 +34,21 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// Starts the in-process sandbox, sending its webhooks to `webhook_url` (this node).
+    /// Starts the in-process sandbox, sending its webhooks to `webhook_url` (this node), with the
+    /// template library at its default place (`config/templates`).
     pub fn with_sandbox(live: GraphClient, webhook_url: String) -> std::io::Result<Self> {
+        Self::with_sandbox_templates(live, webhook_url, &TemplatesSettings::default())
+    }
+
+    /// Starts the in-process sandbox with the configured template library. A library that does
+    /// not load is an error naming the file and the problem.
+    pub fn with_sandbox_templates(
+        live: GraphClient,
+        webhook_url: String,
+        templates: &TemplatesSettings,
+    ) -> std::io::Result<Self> {
+        let library = TemplateLibrary::load(&templates.resolved_dir())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let secret = format!("sandbox-{}", hex::encode(rand::random::<[u8; 16]>()));
         let handle = Sandbox::spawn(SandboxConfig {
             webhook_url: Some(webhook_url),
@@ -47,6 +68,8 @@ impl Meta {
                 client,
                 state: handle.state(),
                 secret,
+                library: Arc::new(library),
+                seeded: Mutex::new(HashSet::new()),
                 _handle: handle,
             }),
         })
@@ -94,7 +117,9 @@ impl Meta {
         }
     }
 
-    /// Registers one sandbox clinic's numbers (live clinics are ignored).
+    /// Registers one sandbox clinic's numbers and seeds its WABA with every library template as
+    /// APPROVED, once per WABA (live clinics are ignored). Templates the WABA already has are left
+    /// as they are.
     pub fn register_clinic(&self, c: &ClinicSettings) {
         let Some(s) = &self.sandbox else { return };
         if c.mode != Mode::Sandbox {
@@ -109,6 +134,17 @@ impl Meta {
             };
             s.state
                 .register_number(n.phone_number_id.as_str(), &c.waba_id, &display, tier);
+        }
+        if s.seeded.lock().insert(c.waba_id.clone()) {
+            for def in s.library.templates() {
+                if s.state
+                    .template(&c.waba_id, &def.name, &def.language)
+                    .is_none()
+                {
+                    s.state
+                        .add_template_def(&c.waba_id, def, TemplateStatus::Approved);
+                }
+            }
         }
     }
 
@@ -128,3 +164,88 @@ impl Meta {
 }
 
 pub type SharedMeta = Arc<Meta>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClinicConfig, Settings};
+    use crate::template_library::{LIBRARY_LANGUAGES, TOUCHPOINT_TEMPLATES};
+
+    fn sandbox_clinic(settings: &Settings) -> ClinicSettings {
+        // From JSON, as a config file would give it, so fields added later take their defaults.
+        let config: ClinicConfig = serde_json::from_value(serde_json::json!({
+            "id": "clinic_try",
+            "name": "Trial Clinic",
+            "api_key_sha256": "",
+            "waba_id": "700000000000007",
+            "app_secret": "",
+            "access_token": "",
+            "numbers": [{"phone_number_id": "700000000000008", "display": "+91 80 4555 0008", "tier_mps": 80}],
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = crate::tenants::bootstrap::clinic_from_config(&config, settings);
+        c.mode = Mode::Sandbox;
+        c
+    }
+
+    #[test]
+    fn a_sandbox_clinic_starts_with_the_whole_library_approved() {
+        let settings = Settings::defaults().unwrap_or_else(|e| panic!("{e}"));
+        let live = GraphClient::new(whatsapp_cloud::ClientConfig::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let meta = Meta::with_sandbox_templates(
+            live,
+            "http://127.0.0.1:9/webhooks/whatsapp".into(),
+            &settings.templates,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let clinic = sandbox_clinic(&settings);
+        let sim = meta
+            .sandbox
+            .as_ref()
+            .map(|s| s.state.clone())
+            .unwrap_or_else(|| panic!("sandbox"));
+        meta.register_clinic(&clinic);
+        let listed = sim.templates(&clinic.waba_id);
+        assert_eq!(
+            listed.len(),
+            TOUCHPOINT_TEMPLATES.len() * LIBRARY_LANGUAGES.len()
+        );
+        assert!(listed.iter().all(|t| t.status == TemplateStatus::Approved));
+
+        // Registration repeats on every directory refresh: Meta's later decisions stay.
+        sim.set_template_status(
+            &clinic.waba_id,
+            "visit_reminder",
+            "ta",
+            TemplateStatus::Paused,
+        );
+        meta.register_clinic(&clinic);
+        assert_eq!(
+            sim.template(&clinic.waba_id, "visit_reminder", "ta")
+                .map(|t| t.status),
+            Some(TemplateStatus::Paused)
+        );
+    }
+
+    #[test]
+    fn a_broken_library_is_a_startup_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(dir.path().join("en")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("en/visit_reminder.json"), "{}")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let live = GraphClient::new(whatsapp_cloud::ClientConfig::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = Meta::with_sandbox_templates(
+            live,
+            "http://127.0.0.1:9/webhooks/whatsapp".into(),
+            &TemplatesSettings {
+                dir: dir.path().to_path_buf(),
+            },
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("en/visit_reminder.json"), "{err}");
+    }
+}
