@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clinic_gateway::app::Application;
-use clinic_gateway::config::{ClinicConfig, NumberConfig, Settings, StoreKind};
+use clinic_gateway::config::{ClinicConfig, NumberConfig, Settings, StoreKind, TemplatesSettings};
 use clinic_gateway::domain::TenantId as Tenant;
 use clinic_gateway::domain::{PhoneNumberId, TenantId};
 use clinic_gateway::store::{Backend, RedisStore};
+use clinic_gateway::template_library::TemplateLibrary;
 use clinic_gateway::tenants::hash_api_key;
 use clinic_gateway::testing::{shared_redis, unique_prefix};
 use serde_json::{json, Value};
@@ -122,6 +123,8 @@ pub fn start_sandbox(webhook_url: String, opts: &Options) -> SandboxHandle {
     })
     .unwrap_or_else(|e| panic!("sandbox: {e}"));
     let sim = sandbox.state();
+    let library = TemplateLibrary::load(&TemplatesSettings::default().resolved_dir())
+        .unwrap_or_else(|e| panic!("{e}"));
     sim.register_number(NUMBER_A, WABA_A, "918045550001", opts.tier_mps.max(1));
     sim.register_number(NUMBER_B, WABA_B, "918045550002", opts.tier_mps.max(1));
     for waba in [WABA_A, WABA_B] {
@@ -133,33 +136,19 @@ pub fn start_sandbox(webhook_url: String, opts: &Options) -> SandboxHandle {
             "Hi {{1}}, see you at {{2}}.",
             TemplateStatus::Approved,
         );
-        // The appointment touchpoints' templates (see gateway/src/workflows/appointments.rs).
-        for (name, body) in [
-            (
+        // The appointment touchpoints' templates, every language, exactly as the library defines
+        // them (header format and buttons included). Not the whole library: tests create
+        // `lab_report_ready` themselves to watch Meta's review.
+        for def in library.templates().iter().filter(|t| {
+            [
                 "appointment_confirmation",
-                "Hi {{1}}, your appointment on {{2}} at {{3}} with {{4}} at {{5}} is booked.",
-            ),
-            (
                 "visit_reminder",
-                "Hi {{1}}, a reminder of your visit on {{2}} at {{3}} with {{4}}.",
-            ),
-            (
                 "appointment_rescheduled",
-                "Hi {{1}}, your appointment moved to {{2}} at {{3}} with {{4}}.",
-            ),
-            (
                 "appointment_cancelled",
-                "Hi {{1}}, your appointment on {{2}} at {{3}} is cancelled.",
-            ),
-        ] {
-            sim.add_template(
-                waba,
-                name,
-                "en",
-                TemplateCategory::Utility,
-                body,
-                TemplateStatus::Approved,
-            );
+            ]
+            .contains(&t.name.as_str())
+        }) {
+            sim.add_template_def(waba, def, TemplateStatus::Approved);
         }
     }
     sandbox
