@@ -29,10 +29,17 @@ impl Callbacks {
 
     /// Queues one event for the clinic's callback URL, if it has one. Never blocks the caller.
     pub fn send(&self, clinic: &ClinicSettings, event: &str, data: Value) {
+        self.send_as(clinic, &format!("evt_{}", ulid::Ulid::new()), event, data);
+    }
+
+    /// As [`send`](Self::send) with the event id fixed by its cause, so the same event raised
+    /// twice (a job run again, a webhook delivered twice) reaches the clinic with the same id and
+    /// the clinic can drop the repeat.
+    pub fn send_as(&self, clinic: &ClinicSettings, id: &str, event: &str, data: Value) {
         let Some(cb) = clinic.callback.clone() else {
             return;
         };
-        let id = format!("evt_{}", ulid::Ulid::new());
+        let id = id.to_owned();
         let body =
             json!({"id": id, "type": event, "clinic": clinic.id, "at_ms": now_ms(), "data": data})
                 .to_string();

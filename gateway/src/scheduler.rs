@@ -1,14 +1,19 @@
 //! The node's scheduler: claims due jobs from Redis (atomically, so each runs on one node) and
-//! runs them. A job whose node dies mid-run comes back when its lease ends; jobs that send use
-//! ids derived from the job, so a second run sends nothing twice.
+//! runs them, several at a time. A job whose node dies mid-run comes back when its lease ends;
+//! jobs that send use ids derived from the job, so a second run sends nothing twice.
 
 use std::time::Duration;
 
-use crate::clinical::Clinical;
+use futures::StreamExt;
+
+use crate::clinical::{Clinical, JobOutcome};
 use crate::clock::now_ms;
+use crate::store::clinical::ClaimedJob;
 
 /// Jobs claimed per poll.
 const BATCH: usize = 500;
+/// Jobs run at once: each mostly waits on Redis and the clinic's actor.
+const CONCURRENCY: usize = 64;
 /// A claimed job not completed within this long runs again.
 const LEASE_MS: i64 = 60_000;
 
@@ -24,23 +29,33 @@ pub fn spawn(clinical: Clinical, poll: Duration) {
                 }
             };
             let busy = claimed.len() == BATCH;
-            for job in &claimed {
-                match clinical.run_job(job).await {
-                    Ok(crate::clinical::JobOutcome::Deferred { .. }) => {}
-                    Ok(crate::clinical::JobOutcome::Done) => {
-                        if let Err(e) = clinical.store.complete(job).await {
-                            tracing::warn!(error = %e, "could not complete a job; it will run again (idempotent)");
-                        }
-                    }
-                    // Left claimed: it runs again when its lease ends.
-                    Err(e) => {
-                        tracing::warn!(error = %e, tenant = %job.tenant, "job failed; retried after its lease")
-                    }
-                }
+            let done = run_all(&clinical, &claimed).await;
+            if let Err(e) = clinical.store.complete_many(&done).await {
+                tracing::warn!(error = %e, "could not complete jobs; they run again (idempotent)");
             }
             if !busy {
                 tokio::time::sleep(poll).await;
             }
         }
     });
+}
+
+/// Runs the jobs; returns those to remove (done). Deferred jobs were re-scored by their run;
+/// failed ones stay claimed and run again when their lease ends.
+async fn run_all<'a>(clinical: &Clinical, claimed: &'a [ClaimedJob]) -> Vec<&'a ClaimedJob> {
+    futures::stream::iter(claimed)
+        .map(|job| async move { (job, clinical.run_job(job).await) })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|(job, result)| async move {
+            match result {
+                Ok(JobOutcome::Done) => Some(job),
+                Ok(JobOutcome::Deferred { .. }) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, tenant = %job.tenant, "job failed; retried after its lease");
+                    None
+                }
+            }
+        })
+        .collect()
+        .await
 }

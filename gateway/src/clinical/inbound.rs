@@ -62,7 +62,7 @@ impl Clinical {
         m: InboundMessage<'_>,
     ) -> Result<(), ClinicalError> {
         let from =
-            E164::parse(m.from).map_err(|e| ClinicalError::invalid("from", e.to_string()))?;
+            E164::from_wa_id(m.from).map_err(|e| ClinicalError::invalid("from", e.to_string()))?;
         let key = format!("in|{}", m.wamid);
         let cause = Cause {
             key: &key,
@@ -262,8 +262,10 @@ impl Clinical {
             &msg,
         )
         .await?;
-        self.callbacks.send(
+        let event = super::derived_id(&format!("inbox|{}", msg.id), msg.received_ms);
+        self.callbacks.send_as(
             clinic,
+            &event.as_str().replacen("msg_", "evt_", 1),
             "message.received",
             json!({"id": msg.id, "from": msg.from, "type": msg.kind, "text": msg.text, "received_ms": msg.received_ms}),
         );

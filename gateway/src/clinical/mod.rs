@@ -164,7 +164,11 @@ impl Clinical {
                     self.store.schedule(&clinic.id, &job, due_ms).await?
                 }
                 Command::Unschedule { jobs } => self.store.unschedule(&clinic.id, &jobs).await?,
-                Command::Callback { event, data } => self.callbacks.send(clinic, event, data),
+                Command::Callback { event, data } => {
+                    let id = derived_id(&format!("{}|{i}", cause.key), cause.at_ms);
+                    let id = id.as_str().replacen("msg_", "evt_", 1);
+                    self.callbacks.send_as(clinic, &id, event, data)
+                }
                 Command::WriteBack {
                     appointment,
                     change,

@@ -78,6 +78,12 @@ impl E164 {
         Self::parse_with_default(s, None)
     }
 
+    /// Meta's `wa_id` / `from`: the full international number as digits, without `+`.
+    pub fn from_wa_id(s: &str) -> Result<Self, PhoneError> {
+        let t = s.trim();
+        Self::parse(&format!("+{}", t.strip_prefix('+').unwrap_or(t)))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -124,6 +130,16 @@ impl fmt::Display for E164 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wa_ids_are_international_without_the_plus() {
+        assert_eq!(
+            E164::from_wa_id("919876543210").map(|p| p.as_str().to_owned()),
+            Ok("+919876543210".to_owned())
+        );
+        assert_eq!(E164::from_wa_id("+15551234567").map(|p| p.digits().len()), Ok(11));
+        assert!(E164::from_wa_id("12").is_err());
+    }
 
     #[test]
     fn parses_international_and_national() {

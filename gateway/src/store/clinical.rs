@@ -67,6 +67,13 @@ pub trait JobStore: Send + Sync + 'static {
         lease_ms: i64,
     ) -> Result<Vec<ClaimedJob>, StoreError>;
     async fn complete(&self, job: &ClaimedJob) -> Result<(), StoreError>;
+    /// Completes several jobs in one round trip.
+    async fn complete_many(&self, jobs: &[&ClaimedJob]) -> Result<(), StoreError> {
+        for job in jobs {
+            self.complete(job).await?;
+        }
+        Ok(())
+    }
     /// Removes jobs that will not be wanted (an appointment cancelled or moved); unknown jobs
     /// are ignored.
     async fn unschedule(&self, tenant: &TenantId, jobs: &[Job]) -> Result<(), StoreError>;

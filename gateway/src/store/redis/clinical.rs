@@ -220,6 +220,19 @@ impl JobStore for RedisStore {
         Ok(())
     }
 
+    async fn complete_many(&self, jobs: &[&ClaimedJob]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut zrem = ::redis::cmd("ZREM");
+        zrem.arg(self.keys().jobs());
+        for job in jobs {
+            zrem.arg(&job.member);
+        }
+        self.cmd(&zrem).await?;
+        Ok(())
+    }
+
     async fn unschedule(&self, tenant: &TenantId, jobs: &[Job]) -> Result<(), StoreError> {
         if jobs.is_empty() {
             return Ok(());
