@@ -925,3 +925,37 @@ async fn after_a_reschedule_the_old_reminders_go_and_a_tap_on_an_old_one_acts_on
         "cancelled: no reminder left"
     );
 }
+
+#[actix_rt::test]
+async fn a_reschedule_tap_tells_the_clinic_and_the_patient() {
+    let app = spawn_app("touch_resched", Options { full_library: true, ..Options::default() }).await;
+    let (url, captured) = callback_receiver();
+    configure(&app, json!({"callback": {"url": url, "secret": "callback-secret-0123456789"}})).await;
+    let p = patient(39);
+    let (s, a) = app
+        .call(
+            Method::POST,
+            "/v1/appointments",
+            KEY_A,
+            Some(json!({"external_id": "EMR-77", "patient": {"phone": p, "name": "Farah", "language": "bn"}, "start": at(DAY_MS + 1_500)})),
+        )
+        .await;
+    assert_eq!(s, 201, "{a}");
+    let id = a["id"].as_str().unwrap_or_default().to_owned();
+    let reminder = sent_template(&app, &p, "visit_reminder")
+        .await
+        .unwrap_or_else(|| panic!("no reminder"));
+    let Content::Template { template } = &reminder.message.content else {
+        panic!("template")
+    };
+    assert_eq!(template.language.code, "bn", "the patient's language");
+    let taps = payloads(&reminder);
+    app.sim.inject_button_tap(NUMBER_A, digits(&p), &reminder.wamid, "Reschedule", &taps[2]);
+    assert!(eventually(Duration::from_secs(10), || text_to(&app, &p, "will call you")).await);
+    assert!(eventually(Duration::from_secs(5), || !events(&captured, "appointment.reschedule_requested").is_empty()).await);
+    let event = &events(&captured, "appointment.reschedule_requested")[0];
+    assert_eq!((event["data"]["appointment"].as_str(), event["data"]["external_id"].as_str()), (Some(id.as_str()), Some("EMR-77")));
+    let v = app.call(Method::GET, &format!("/v1/appointments/{id}"), KEY_A, None).await.1;
+    assert_eq!((v["status"].as_str(), v["response"].as_str()), (Some("booked"), Some("reschedule_requested")), "{v}");
+    assert_eq!(v["outcome"]["reminder"], "reschedule_requested");
+}
