@@ -43,6 +43,8 @@ pub struct Application {
     store: Arc<dyn Backend>,
     shutdown_grace: Duration,
     _arbiters: Vec<actix::Arbiter>,
+    /// The MLLP listener (HL7 v2), when enabled; stops when the application is dropped.
+    mllp: Option<crate::emr::hl7::MllpHandle>,
 }
 
 pub async fn build_store(settings: &Settings) -> Result<Arc<dyn Backend>, AppError> {
@@ -152,9 +154,14 @@ impl Application {
             metrics: metrics.clone(),
             meta: meta.clone(),
             texts: session_texts(&settings),
-            emr: Vec::new(),
+            emr: vec![Arc::new(crate::emr::hl7::Hl7WriteBack)],
         };
         crate::scheduler::spawn(clinical.clone(), Duration::from_millis(200));
+        let mllp =
+            crate::emr::hl7::spawn(clinical.clone(), &settings).map_err(|e| AppError::Bind {
+                addr: settings.mllp.bind.to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let state = web::Data::new(AppState {
             store: store.clone(),
             directory,
@@ -223,11 +230,17 @@ impl Application {
             store,
             shutdown_grace: Duration::from_secs(settings.server.shutdown_grace_secs),
             _arbiters: arbiters,
+            mllp,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The MLLP listener's address (HL7 v2), when `mllp.enabled`.
+    pub fn mllp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.mllp.as_ref().map(|m| m.local_addr())
     }
 
     pub fn store(&self) -> Arc<dyn Backend> {

@@ -40,6 +40,9 @@ pub struct Settings {
     pub templates: TemplatesSettings,
     #[serde(default)]
     pub documents: DocumentSettings,
+    /// HL7 v2 over MLLP: the EMR listener (off unless enabled).
+    #[serde(default)]
+    pub mllp: MllpSettings,
     #[serde(default)]
     pub clinics: Vec<ClinicConfig>,
 }
@@ -56,6 +59,48 @@ impl Default for DocumentSettings {
     fn default() -> Self {
         Self {
             max_pdf_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The MLLP listener EMRs send HL7 v2 to (its own TCP port, optionally TLS).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct MllpSettings {
+    pub enabled: bool,
+    pub bind: SocketAddr,
+    /// Connections open at once; one more is accepted and closed at once.
+    pub max_connections: usize,
+    /// A connection with no frame in progress is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// A frame must arrive whole within this long of its first byte (slow-loris guard); also
+    /// bounds writing the ACK.
+    pub read_timeout_secs: u64,
+    /// Largest MLLP frame (PDF-bearing ORUs reach several MB).
+    pub frame_limit_bytes: usize,
+    /// PEM certificate chain and key: both set = TLS on the MLLP port.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// How long (sender, MSH-10) pairs are remembered to acknowledge re-sent messages without
+    /// acting twice.
+    pub dedupe_ttl_secs: u64,
+    /// Threads serving MLLP connections (0 = one per core).
+    pub workers: usize,
+}
+
+impl Default for MllpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            bind: SocketAddr::from(([127, 0, 0, 1], 2575)),
+            max_connections: 256,
+            idle_timeout_secs: 600,
+            read_timeout_secs: 60,
+            frame_limit_bytes: 16 * 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            dedupe_ttl_secs: 7 * 86_400,
+            workers: 0,
         }
     }
 }
@@ -324,6 +369,9 @@ impl Settings {
                         .into(),
                 );
             }
+        }
+        if let Err(e) = crate::emr::hl7::validate_settings(self) {
+            return bad(e);
         }
         let mut seen_numbers = std::collections::HashSet::new();
         let mut seen_ids = std::collections::HashSet::new();

@@ -41,6 +41,12 @@ pub struct Metrics {
     pub replies: IntCounterVec,
     /// EMR write-back attempts by link (hl7, fhir) and result (ok, retry, failed).
     pub writebacks: IntCounterVec,
+    /// HL7 v2 messages received over MLLP by type (`SIU^S12` …, `other`, `unparsable`) and the
+    /// acknowledgment code sent (AA, AE, AR; duplicates as `AA-duplicate`).
+    pub hl7_messages: IntCounterVec,
+    /// MLLP connections by result: accepted, refused (over the limit), tls-failed, idle-timeout,
+    /// read-timeout.
+    pub hl7_connections: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -192,6 +198,18 @@ impl Metrics {
             "EMR write-back attempts by link and result",
             &["link", "result"],
         );
+        let hl7_messages = counter(
+            &registry,
+            "hl7_messages_total",
+            "HL7 v2 messages received over MLLP by type and acknowledgment code",
+            &["type", "code"],
+        );
+        let hl7_connections = counter(
+            &registry,
+            "hl7_connections_total",
+            "MLLP connections by result",
+            &["result"],
+        );
         Self {
             registry,
             api_requests,
@@ -211,6 +229,8 @@ impl Metrics {
             touchpoints,
             replies,
             writebacks,
+            hl7_messages,
+            hl7_connections,
         }
     }
 

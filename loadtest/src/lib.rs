@@ -1,7 +1,8 @@
-//! The library half of `loadgen`: scenarios ([`sim_ceiling`], [`e2e`], [`tenants`]) and the measurements they
+//! The library half of `loadgen`: scenarios ([`sim_ceiling`], [`e2e`], [`tenants`], [`mllp`]) and the measurements they
 //! report ([`stats`], [`procstat`]). The binary only parses flags and prints reports.
 
 pub mod e2e;
+pub mod mllp;
 pub mod procstat;
 pub mod sim_ceiling;
 pub mod stats;

@@ -28,6 +28,9 @@ pub const APP_SECRET: &str = "test-app-secret";
 pub const PATIENT: &str = "+919876543210";
 pub const ADMIN_KEY: &str = "test-admin-key";
 
+/// A change to the settings, applied last.
+pub type Configure = Arc<dyn Fn(&mut Settings) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Options {
     pub tier_mps: u32,
@@ -49,6 +52,11 @@ pub struct Options {
     pub api_rate_per_second: u32,
     pub passivate_after_ms: u64,
     pub actor_idle_secs: u64,
+    /// Last changes to the settings before the app starts (e.g. enable MLLP, link a clinic's EMR).
+    pub configure: Option<Configure>,
+    /// Seed every library template (documents, follow-up, feedback too), not just the
+    /// appointment ones.
+    pub full_library: bool,
 }
 
 impl Default for Options {
@@ -72,6 +80,8 @@ impl Default for Options {
             api_rate_per_second: 1_000,
             passivate_after_ms: 60_000,
             actor_idle_secs: 300,
+            configure: None,
+            full_library: false,
         }
     }
 }
@@ -84,6 +94,8 @@ pub struct TestApp {
     pub store: Arc<dyn Backend>,
     pub prefix: String,
     pub server: actix_web::dev::ServerHandle,
+    /// The MLLP listener's port, when the settings enable it.
+    pub mllp_port: Option<u16>,
 }
 
 pub fn clinic(id: &str, key: &str, number: &str, waba: &str, tier_mps: u32) -> ClinicConfig {
@@ -100,6 +112,7 @@ pub fn clinic(id: &str, key: &str, number: &str, waba: &str, tier_mps: u32) -> C
         // 1,000.00 of credit: plenty for the tests that are not about money.
         wallet_credit: 1_000_000_000,
         messaging_limit: None,
+        emr: Default::default(),
         numbers: vec![NumberConfig {
             phone_number_id: PhoneNumberId::parse(number).unwrap_or_else(|e| panic!("{e}")),
             display: number.into(),
@@ -140,13 +153,14 @@ pub fn start_sandbox(webhook_url: String, opts: &Options) -> SandboxHandle {
         // them (header format and buttons included). Not the whole library: tests create
         // `lab_report_ready` themselves to watch Meta's review.
         for def in library.templates().iter().filter(|t| {
-            [
-                "appointment_confirmation",
-                "visit_reminder",
-                "appointment_rescheduled",
-                "appointment_cancelled",
-            ]
-            .contains(&t.name.as_str())
+            opts.full_library
+                || [
+                    "appointment_confirmation",
+                    "visit_reminder",
+                    "appointment_rescheduled",
+                    "appointment_cancelled",
+                ]
+                .contains(&t.name.as_str())
         }) {
             sim.add_template_def(waba, def, TemplateStatus::Approved);
         }
@@ -195,6 +209,9 @@ pub fn settings(base_url: &str, prefix: &str, opts: &Options) -> Settings {
             c.messaging_limit = Some(limit);
         }
     }
+    if let Some(configure) = &opts.configure {
+        configure(&mut s);
+    }
     s.validate().unwrap_or_else(|e| panic!("{e}"));
     s
 }
@@ -217,6 +234,7 @@ pub async fn spawn_app(name: &str, opts: Options) -> TestApp {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let server = app.server_handle();
+    let mllp_port = app.mllp_addr().map(|a| a.port());
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         base,
@@ -226,6 +244,7 @@ pub async fn spawn_app(name: &str, opts: Options) -> TestApp {
         store,
         prefix,
         server,
+        mllp_port,
     }
 }
 

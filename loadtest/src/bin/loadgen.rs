@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use loadtest::e2e::{self, E2eOptions};
+use loadtest::mllp::{self, MessageKind, MllpOptions};
 use loadtest::parse_duration;
 use loadtest::sim_ceiling::{self, SimCeilingOptions};
 use loadtest::tenants::{self, TenantsOptions};
@@ -21,8 +22,8 @@ struct Cli {
     /// Print the report as one JSON object on stdout (progress still goes to stderr).
     #[arg(long, global = true)]
     json: bool,
-    /// Short run for CI: sim-ceiling runs 2 s; e2e caps --messages at 200 and --concurrency at 8;
-    /// tenants caps --clinics at 50, --windows at 2,000, --duration at 5 s and --idle at 3 s.
+    /// Short run for CI: sim-ceiling and each mllp phase run 2 s; e2e caps --messages at 200 and
+    /// --concurrency at 8; tenants caps --clinics at 50, --windows at 2,000, --duration at 5 s and --idle at 3 s.
     #[arg(long, global = true)]
     quick: bool,
     /// Tokio worker threads of loadgen's own client (the in-process sandbox has its own threads).
@@ -48,6 +49,56 @@ enum Scenario {
     /// --idle period, then measures POST /v1/messages accept latency with --active clinics for
     /// --duration and checks that the sandbox received every accepted message.
     Tenants(TenantsArgs),
+    /// HL7 v2 over MLLP: starts the sandbox in process and `clinic-gateway serve` (MLLP enabled)
+    /// as a child, then runs closed-loop EMR connections (send a small SIU, wait for its ACK) for
+    /// --duration at each --connections count, and reports acknowledged messages/s and ACK
+    /// latency. Every ACK must be AA.
+    Mllp(MllpArgs),
+}
+
+#[derive(Debug, Args)]
+struct MllpArgs {
+    /// Connection counts, one phase each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,50")]
+    connections: Vec<usize>,
+    /// How long each phase sends (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// book: SIU^S12 for a new appointment each (stored, confirmation queued, reminder
+    /// scheduled); cancel-unknown: SIU^S15 for appointments never booked (nothing to do: the
+    /// listener's own ceiling).
+    #[arg(long, value_enum, default_value = "book")]
+    kind: MessageKind,
+    /// Clinics, one EMR facility each; connections are spread over them.
+    #[arg(long, default_value_t = 10)]
+    clinics: usize,
+    /// The gateway binary to start.
+    #[arg(long, default_value = "target/release/clinic-gateway")]
+    gateway_bin: PathBuf,
+    /// Redis the gateway uses; keys go under a unique prefix deleted at the end.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// The template library (the sandbox gets appointment_confirmation from it).
+    #[arg(long, default_value = "config/templates")]
+    templates_dir: PathBuf,
+    /// actix workers of the in-process sandbox.
+    #[arg(long, default_value_t = 1)]
+    sim_workers: usize,
+    /// RUST_LOG of the gateway child.
+    #[arg(long, default_value = "warn")]
+    gateway_log: String,
+    /// Extra environment for the gateway child, KEY=VALUE, repeatable.
+    #[arg(long = "gateway-env", value_parser = parse_env)]
+    gateway_env: Vec<(String, String)>,
+    /// After the last phase, wait at most this long for the confirmations to reach the sandbox.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Leave the run's Redis keys in place.
+    #[arg(long)]
+    keep_redis_keys: bool,
+    /// Keep the temporary directory (gateway config and log) even when the run passed.
+    #[arg(long)]
+    keep_files: bool,
 }
 
 #[derive(Debug, Args)]
@@ -305,6 +356,34 @@ async fn run(cli: Cli) -> Result<bool> {
             print(cli.json, &report)?;
             Ok(report.passed())
         }
+        Scenario::Mllp(a) => {
+            let (duration, drain) = if cli.quick {
+                (
+                    a.duration.min(Duration::from_secs(2)),
+                    a.drain.min(Duration::from_secs(2)),
+                )
+            } else {
+                (a.duration, a.drain)
+            };
+            let report = mllp::run(MllpOptions {
+                connections: a.connections,
+                duration,
+                kind: a.kind,
+                clinics: a.clinics,
+                gateway_bin: a.gateway_bin,
+                redis_url: a.redis_url,
+                templates_dir: a.templates_dir,
+                sim_workers: a.sim_workers,
+                gateway_log_level: a.gateway_log,
+                gateway_env: a.gateway_env,
+                drain,
+                keep_redis_keys: a.keep_redis_keys,
+                keep_files: a.keep_files,
+            })
+            .await?;
+            print(cli.json, &report)?;
+            Ok(report.passed())
+        }
         Scenario::Tenants(a) => {
             let mut o = TenantsOptions {
                 clinics: a.clinics,
@@ -421,6 +500,30 @@ mod tests {
             )]
         );
         assert!(parse_env("novalue").is_err());
+    }
+
+    #[test]
+    fn mllp_flags_parse() {
+        let cli = Cli::parse_from(["loadgen", "mllp"]);
+        let Scenario::Mllp(a) = cli.scenario else {
+            panic!("expected mllp");
+        };
+        assert_eq!((a.connections, a.kind), (vec![1, 50], MessageKind::Book));
+        let cli = Cli::parse_from([
+            "loadgen",
+            "mllp",
+            "--connections",
+            "4,8",
+            "--kind",
+            "cancel-unknown",
+        ]);
+        let Scenario::Mllp(a) = cli.scenario else {
+            panic!("expected mllp");
+        };
+        assert_eq!(
+            (a.connections, a.kind),
+            (vec![4, 8], MessageKind::CancelUnknown)
+        );
     }
 
     #[test]

@@ -1,0 +1,1007 @@
+//! HL7 v2 over MLLP end to end, over real sockets, on real Redis and the Meta sandbox: an EMR
+//! books, reschedules and cancels appointments and sends lab reports; patients' decisions go
+//! back to the EMR's own MLLP receiver; malformed, unknown and re-sent messages are answered
+//! as HL7 says.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::BytesMut;
+use clinic_gateway::config::Settings;
+use clinic_gateway::domain::TenantId;
+use clinic_gateway::emr::hl7::{Hl7Link, Hl7Outbound};
+use common::*;
+use hl7_v2::mllp::MllpCodec;
+use hl7_v2::Message;
+use parking_lot::Mutex;
+use reqwest::Method;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Decoder, Encoder};
+use whatsapp_cloud::sandbox::SentRecord;
+use whatsapp_cloud::wire::{ButtonParameter, Component, Content, Parameter};
+
+const DAY_MS: i64 = 24 * 3_600_000;
+
+/// Clinic A linked as EMR/SUNRISE; the MLLP listener on a free port.
+fn options(
+    outbound: Option<u16>,
+    tweak: impl Fn(&mut Settings) + Send + Sync + 'static,
+) -> Options {
+    Options {
+        configure: Some(Arc::new(move |s: &mut Settings| {
+            s.mllp.enabled = true;
+            s.mllp.bind = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+            s.mllp.workers = 1;
+            s.clinics[0].emr.hl7 = Some(Hl7Link {
+                sending_application: "EMR".into(),
+                sending_facility: "SUNRISE".into(),
+                outbound: outbound.map(|port| Hl7Outbound {
+                    host: "127.0.0.1".into(),
+                    port,
+                    ack_timeout_secs: 2,
+                    sending_application: "CLINIC_GATEWAY".into(),
+                    sending_facility: None,
+                    receiving_application: None,
+                    receiving_facility: None,
+                }),
+                ..Hl7Link::default()
+            });
+            tweak(s);
+        })),
+        ..Options::default()
+    }
+}
+
+/// An MLLP client (the EMR's side).
+struct Mllp<S> {
+    io: S,
+    codec: MllpCodec,
+    buf: BytesMut,
+}
+
+impl Mllp<TcpStream> {
+    async fn connect(app: &TestApp) -> Self {
+        let port = app
+            .mllp_port
+            .unwrap_or_else(|| panic!("MLLP is not enabled"));
+        let io = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self::over(io)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Mllp<S> {
+    fn over(io: S) -> Self {
+        Self {
+            io,
+            codec: MllpCodec::new(1 << 20),
+            buf: BytesMut::new(),
+        }
+    }
+
+    async fn send_raw(&mut self, payload: &[u8]) {
+        let mut out = BytesMut::new();
+        self.codec
+            .encode(payload, &mut out)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.io
+            .write_all(&out)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    async fn read_frame(&mut self, timeout: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(f) = self
+                .codec
+                .decode(&mut self.buf)
+                .unwrap_or_else(|e| panic!("{e}"))
+            {
+                return Some(f.to_vec());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match tokio::time::timeout(left, self.io.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Sends one message and returns its ACK.
+    async fn call(&mut self, message: &str) -> Ack {
+        self.send_raw(message.as_bytes()).await;
+        let frame = self
+            .read_frame(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("no ACK"));
+        Ack(hl7_v2::parse(&frame).unwrap_or_else(|e| panic!("unreadable ACK: {e}")))
+    }
+}
+
+struct Ack(Message);
+
+impl Ack {
+    fn get(&self, path: &str) -> String {
+        self.0
+            .get(path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_default()
+            .to_owned()
+    }
+    fn code(&self) -> String {
+        self.get("MSA-1")
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.encode().replace('\r', "\n"))
+    }
+}
+
+/// `YYYYMMDDHHMMSS` in Asia/Kolkata (no offset: the clinic's zone applies).
+fn local(ms_from_now: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::milliseconds(ms_from_now))
+        .with_timezone(&chrono_tz::Asia::Kolkata)
+        .format("%Y%m%d%H%M%S")
+        .to_string()
+}
+
+fn msh(kind: &str, control: &str) -> String {
+    format!(
+        "MSH|^~\\&|EMR|SUNRISE|CLINIC_GW|GW|{}||{kind}|{control}|P|2.5.1",
+        local(0)
+    )
+}
+
+fn pid(phone: &str) -> String {
+    // The mobile in the XTN.12 style many EMRs use, the name as Family^Given.
+    format!("PID|1||MRN-77^^^SUNRISE^MR||Sharma^Priya||19880412|F|||||^PRN^CP^^^^^^^^^{phone}||en")
+}
+
+fn siu(kind: &str, control: &str, appointment: &str, phone: &str, start_in_ms: i64) -> String {
+    [
+        msh(kind, control),
+        format!(
+            "SCH||{appointment}|||||^Checkup|FOLLOWUP|30|MIN|^^30^{}||||||||||||||Booked",
+            local(start_in_ms)
+        ),
+        pid(phone),
+        "RGS|1".to_owned(),
+        "AIP|1||D7^Rao^Meera^^^Dr".to_owned(),
+    ]
+    .iter()
+    .map(|s| format!("{s}\r"))
+    .collect()
+}
+
+fn oru(control: &str, order: &str, status: &str, phone: &str, pdf: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pdf);
+    let mut obr = vec![String::new(); 25];
+    obr[0] = "1".into();
+    obr[2] = order.into();
+    obr[3] = "CBC^Complete blood count^L".into();
+    obr[24] = status.into();
+    [
+        msh("ORU^R01^ORU_R01", control),
+        pid(phone),
+        format!("OBR|{}", obr.join("|")),
+        format!("OBX|1|ED|PDF^Report^L||^AP^PDF^Base64^{b64}||||||{status}"),
+    ]
+    .iter()
+    .map(|s| format!("{s}\r"))
+    .collect()
+}
+
+async fn sent_template(
+    app: &TestApp,
+    to: &str,
+    name: &str,
+    timeout: Duration,
+) -> Option<SentRecord> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Some(r) = templates(app, to, name).into_iter().next() {
+            return Some(r);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+fn templates(app: &TestApp, to: &str, name: &str) -> Vec<SentRecord> {
+    app.sim
+        .sent()
+        .into_iter()
+        .filter(|r| {
+            r.to == to.trim_start_matches('+')
+                && matches!(&r.message.content, Content::Template { template } if template.name == name)
+        })
+        .collect()
+}
+
+fn header_document(r: &SentRecord) -> Option<String> {
+    let Content::Template { template } = &r.message.content else {
+        return None;
+    };
+    template.components.iter().find_map(|c| match c {
+        Component::Header { parameters } => parameters.iter().find_map(|p| match p {
+            Parameter::Document { document } => document.id.clone(),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// Approves library templates beyond the appointment ones in clinic A's WABA and has the
+/// gateway read its catalog again.
+async fn seed_templates(app: &TestApp, names: &[&str]) {
+    let library = clinic_gateway::template_library::TemplateLibrary::load(
+        &clinic_gateway::config::TemplatesSettings::default().resolved_dir(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for def in library
+        .templates()
+        .iter()
+        .filter(|t| names.contains(&t.name.as_str()))
+    {
+        app.sim
+            .add_template_def(WABA_A, def, whatsapp_cloud::wire::TemplateStatus::Approved);
+    }
+    let (s, v) = app
+        .call(Method::POST, "/v1/templates/sync", KEY_A, None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+fn tenant() -> TenantId {
+    TenantId::parse("clinic_a").unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn appointment_id(app: &TestApp, external: &str) -> String {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(id)) = app.store.appointment_by_external(&tenant(), external).await {
+            return id.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no appointment {external}");
+}
+
+async fn appointment(app: &TestApp, id: &str) -> serde_json::Value {
+    app.call(Method::GET, &format!("/v1/appointments/{id}"), KEY_A, None)
+        .await
+        .1
+}
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[actix_rt::test]
+async fn siu_s12_is_acknowledged_after_booking_and_the_patient_is_confirmed() {
+    let app = spawn_app("hl7_s12", options(None, |_| {})).await;
+    let p = patient(501);
+    let mut emr = Mllp::connect(&app).await;
+    let ack = emr
+        .call(&siu("SIU^S12^SIU_S12", "C-1", "APT-1", &p, 3 * DAY_MS))
+        .await;
+    assert_eq!(ack.code(), "AA", "{ack:?}");
+    assert_eq!(ack.get("MSA-2"), "C-1");
+    // Sender and receiver swapped, the trigger echoed.
+    assert_eq!(
+        (ack.get("MSH-3"), ack.get("MSH-5"), ack.get("MSH-6")),
+        ("CLINIC_GW".into(), "EMR".into(), "SUNRISE".into())
+    );
+    assert_eq!(ack.get("MSH-9.2"), "S12");
+    // AA means stored: the appointment is there the moment the ACK is.
+    let id = app
+        .store
+        .appointment_by_external(&tenant(), "APT-1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("AA before the appointment was stored"));
+    let a = appointment(&app, id.as_str()).await;
+    assert_eq!(
+        (a["status"].as_str(), a["doctor"].as_str()),
+        (Some("booked"), Some("Dr Meera Rao")),
+        "{a}"
+    );
+    let confirmation = sent_template(
+        &app,
+        &p,
+        "appointment_confirmation",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap_or_else(|| panic!("no confirmation reached Meta"));
+    let Content::Template { template } = &confirmation.message.content else {
+        panic!("not a template");
+    };
+    assert_eq!(template.language.code, "en");
+    let metrics = app.metrics_text().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "clinic_gateway_hl7_messages_total",
+            &[("type", "SIU^S12"), ("code", "AA")]
+        ),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[actix_rt::test]
+async fn duplicates_are_acknowledged_without_a_second_message() {
+    let app = spawn_app("hl7_dupes", options(None, |_| {})).await;
+    let p = patient(502);
+    let msg = siu("SIU^S12", "C-7", "APT-7", &p, 3 * DAY_MS);
+    let mut emr = Mllp::connect(&app).await;
+    assert_eq!(emr.call(&msg).await.code(), "AA");
+    // The same MSH-10 again, on the same connection and on another one (the EMR timed out).
+    let again = emr.call(&msg).await;
+    assert_eq!(
+        (again.code(), again.get("MSA-2")),
+        ("AA".into(), "C-7".into())
+    );
+    let mut second = Mllp::connect(&app).await;
+    assert_eq!(second.call(&msg).await.code(), "AA");
+    // A new control id for the same appointment is the same booking too.
+    assert_eq!(
+        second
+            .call(&siu("SIU^S12", "C-8", "APT-7", &p, 3 * DAY_MS))
+            .await
+            .code(),
+        "AA"
+    );
+    assert!(sent_template(
+        &app,
+        &p,
+        "appointment_confirmation",
+        Duration::from_secs(10)
+    )
+    .await
+    .is_some());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        templates(&app, &p, "appointment_confirmation").len(),
+        1,
+        "sent twice"
+    );
+    let metrics = app.metrics_text().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "clinic_gateway_hl7_messages_total",
+            &[("type", "SIU^S12"), ("code", "AA-duplicate")]
+        ),
+        2.0,
+        "{metrics}"
+    );
+}
+
+#[actix_rt::test]
+async fn an_oru_with_a_2_mb_pdf_reaches_the_patient_as_a_lab_report() {
+    let app = spawn_app("hl7_oru", options(None, |_| {})).await;
+    seed_templates(&app, &["lab_report_ready", "lab_report_corrected"]).await;
+    let p = patient(503);
+    let pdf =
+        clinic_gateway::pdf::sample("Complete blood count: all values in range", 2 * 1024 * 1024);
+    assert!(pdf.len() >= 2 * 1024 * 1024);
+    let mut emr = Mllp::connect(&app).await;
+    let ack = emr.call(&oru("L-1", "LAB-900", "F", &p, &pdf)).await;
+    assert_eq!(ack.code(), "AA", "{ack:?}");
+    let sent = sent_template(&app, &p, "lab_report_ready", Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no lab report reached Meta"));
+    let media = header_document(&sent).unwrap_or_else(|| panic!("no document header"));
+    let (mime, bytes) = app
+        .sim
+        .media(&media)
+        .unwrap_or_else(|| panic!("the sandbox does not know media {media}"));
+    assert_eq!(mime, "application/pdf");
+    assert_eq!(bytes.as_ref(), pdf.as_slice(), "the PDF arrived intact");
+
+    // Re-sent under a new control id: same bytes, nothing sent.
+    assert_eq!(
+        emr.call(&oru("L-2", "LAB-900", "F", &p, &pdf)).await.code(),
+        "AA"
+    );
+    // Preliminary results: accepted, nothing sent.
+    assert_eq!(
+        emr.call(&oru("L-3", "LAB-901", "P", &p, &pdf)).await.code(),
+        "AA"
+    );
+    // The lab corrects the report: sent again, as corrected.
+    let fixed = clinic_gateway::pdf::sample("Complete blood count (corrected)", 64 * 1024);
+    assert_eq!(
+        emr.call(&oru("L-4", "LAB-900", "C", &p, &fixed))
+            .await
+            .code(),
+        "AA"
+    );
+    assert!(
+        sent_template(&app, &p, "lab_report_corrected", Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(templates(&app, &p, "lab_report_ready").len(), 1);
+    assert_eq!(templates(&app, &p, "lab_report_corrected").len(), 1);
+}
+
+#[actix_rt::test]
+async fn s13_moves_and_s15_cancels_dropping_the_reminders() {
+    let app = spawn_app("hl7_s15", options(None, |_| {})).await;
+    let p = patient(504);
+    let mut emr = Mllp::connect(&app).await;
+    // The 24 h reminder of this appointment would fall due four seconds from now.
+    assert_eq!(
+        emr.call(&siu("SIU^S12", "C-1", "APT-15", &p, DAY_MS + 4_000))
+            .await
+            .code(),
+        "AA"
+    );
+    let id = appointment_id(&app, "APT-15").await;
+    assert!(sent_template(
+        &app,
+        &p,
+        "appointment_confirmation",
+        Duration::from_secs(10)
+    )
+    .await
+    .is_some());
+    // Moved by a day: the patient hears of it, the reminder moves with it.
+    assert_eq!(
+        emr.call(&siu("SIU^S13", "C-2", "APT-15", &p, 2 * DAY_MS + 4_000))
+            .await
+            .code(),
+        "AA"
+    );
+    assert!(
+        sent_template(&app, &p, "appointment_rescheduled", Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    assert_eq!(appointment(&app, &id).await["version"], 2);
+    // Cancelled by the clinic.
+    let cancel = format!(
+        "{}\rSCH||APT-15|||||PATIENT^Clinic cancelled\r",
+        msh("SIU^S15^SIU_S12", "C-3")
+    );
+    let ack = emr.call(&cancel).await;
+    assert_eq!(ack.code(), "AA", "{ack:?}");
+    let a = appointment(&app, &id).await;
+    assert_eq!(a["status"], "cancelled", "{a}");
+    assert!(
+        sent_template(&app, &p, "appointment_cancelled", Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    // The old reminder time passes: nothing is sent.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        templates(&app, &p, "visit_reminder").is_empty(),
+        "a reminder of a cancelled appointment was sent"
+    );
+    // The EMR cancels again (S15 re-sent with a new id): nothing more.
+    let again = format!("{}\rSCH||APT-15\r", msh("SIU^S15", "C-4"));
+    assert_eq!(emr.call(&again).await.code(), "AA");
+    // A cancellation of an appointment the gateway never saw is accepted and ignored.
+    let unknown = format!("{}\rSCH||APT-NEVER\r", msh("SIU^S15", "C-5"));
+    assert_eq!(emr.call(&unknown).await.code(), "AA");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(templates(&app, &p, "appointment_cancelled").len(), 1);
+}
+
+/// The EMR's MLLP receiver: records each message and answers with the next code of `script`
+/// (then AA).
+async fn emr_receiver(script: Vec<&'static str>) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .port();
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = got.clone();
+    let script = Arc::new(Mutex::new(script.into_iter()));
+    actix_rt::spawn(async move {
+        loop {
+            let Ok((io, _)) = listener.accept().await else {
+                return;
+            };
+            let (sink, script) = (sink.clone(), script.clone());
+            actix_rt::spawn(async move {
+                let mut conn = Mllp::over(io);
+                while let Some(frame) = conn.read_frame(Duration::from_secs(30)).await {
+                    let text = String::from_utf8_lossy(&frame).into_owned();
+                    let msg = hl7_v2::parse(&frame).unwrap_or_else(|e| panic!("{e}"));
+                    sink.lock().push(text);
+                    let code = script.lock().next().unwrap_or("AA");
+                    let ack = match code {
+                        "AA" => hl7_v2::ack::ack(
+                            &msg,
+                            hl7_v2::ack::AckCode::Accept,
+                            "EMR-ACK",
+                            chrono::Utc::now(),
+                        ),
+                        _ => hl7_v2::ack::AckBuilder::new(
+                            hl7_v2::ack::AckContext::from_message(&msg),
+                            hl7_v2::ack::AckCode::Error,
+                        )
+                        .error(
+                            hl7_v2::ack::AckError::new(
+                                hl7_v2::ack::ErrorCode::ApplicationRecordLocked,
+                            )
+                            .message("record locked"),
+                        )
+                        .build("EMR-ACK", chrono::Utc::now()),
+                    };
+                    conn.send_raw(&ack.to_bytes()).await;
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+#[actix_rt::test]
+async fn a_patient_cancel_tap_reaches_the_emr_as_siu_s15_retried_until_acknowledged() {
+    // The EMR answers the first attempt with AE (record locked), the retry with AA.
+    let (emr_port, received) = emr_receiver(vec!["AE"]).await;
+    let app = spawn_app("hl7_writeback", options(Some(emr_port), |_| {})).await;
+    let p = patient(505);
+    let mut emr = Mllp::connect(&app).await;
+    assert_eq!(
+        emr.call(&siu("SIU^S12", "C-1", "APT-WB", &p, DAY_MS + 3_000))
+            .await
+            .code(),
+        "AA"
+    );
+    let id = appointment_id(&app, "APT-WB").await;
+    let reminder = sent_template(&app, &p, "visit_reminder", Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("no reminder reached Meta"));
+    let Content::Template { template } = &reminder.message.content else {
+        panic!("not a template");
+    };
+    let cancel = template
+        .components
+        .iter()
+        .find_map(|c| match c {
+            Component::Button { parameters, .. } => parameters.iter().find_map(|b| match b {
+                ButtonParameter::Payload { payload } if payload.starts_with("CANCEL:") => {
+                    Some(payload.clone())
+                }
+                _ => None,
+            }),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Cancel button"));
+    app.sim.inject_button_tap(
+        NUMBER_A,
+        p.trim_start_matches('+'),
+        &reminder.wamid,
+        "Cancel",
+        &cancel,
+    );
+
+    // First attempt (AE), then the scheduler's retry 5 s later (AA).
+    let start = Instant::now();
+    while received.lock().len() < 2 && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = received.lock().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let msg = hl7_v2::parse(got[0].as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let get = |p: &str| msg.get(p).ok().flatten().unwrap_or_default().to_owned();
+    assert_eq!((get("MSH-9"), get("MSH-9.2")), ("SIU".into(), "S15".into()));
+    assert_eq!(
+        (get("MSH-5"), get("MSH-6")),
+        ("EMR".into(), "SUNRISE".into())
+    );
+    assert_eq!(get("SCH-2"), "APT-WB");
+    assert_eq!(get("SCH-25"), "Cancelled");
+    assert_eq!(get("SCH-6"), "PATCANCEL");
+    assert_eq!(get("PID-13"), p);
+    assert!(!get("SCH-11.4").is_empty());
+    // The retry is the same message (same control id), so the EMR can recognise it.
+    let retry = hl7_v2::parse(got[1].as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        retry.get("MSH-10").ok().flatten(),
+        msg.get("MSH-10").ok().flatten()
+    );
+    assert_eq!(appointment(&app, &id).await["status"], "cancelled");
+    let start = Instant::now();
+    let mut ok = 0.0;
+    while ok < 1.0 && start.elapsed() < Duration::from_secs(5) {
+        let m = app.metrics_text().await;
+        ok = metric(
+            &m,
+            "clinic_gateway_emr_writebacks_total",
+            &[("link", "hl7"), ("result", "ok")],
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = app.metrics_text().await;
+    assert_eq!(ok, 1.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "clinic_gateway_emr_writebacks_total",
+            &[("link", "hl7"), ("result", "retry")]
+        ),
+        1.0
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        received.lock().len(),
+        2,
+        "written back more than once after the AA"
+    );
+}
+
+#[actix_rt::test]
+async fn malformed_unsupported_and_unusable_messages_are_answered_with_what_is_wrong() {
+    let app = spawn_app("hl7_errors", options(None, |_| {})).await;
+    let p = patient(506);
+    let mut emr = Mllp::connect(&app).await;
+
+    // Not HL7 at all.
+    let ack = emr.call("HELLO WORLD\r").await;
+    assert_eq!(ack.code(), "AR", "{ack:?}");
+    assert!(ack.get("ERR-8").contains("MSH"), "{ack:?}");
+
+    // A start time that is not a timestamp: rejected, pointing at SCH-11.4.
+    let bad_time = siu("SIU^S12", "E-2", "APT-E2", &p, DAY_MS).replace(&local(DAY_MS), "tomorrow");
+    let ack = emr.call(&bad_time).await;
+    assert_eq!(
+        (ack.code(), ack.get("MSA-2")),
+        ("AR".into(), "E-2".into()),
+        "{ack:?}"
+    );
+    assert_eq!(ack.get("ERR-2"), "SCH");
+    assert_eq!(
+        (ack.get("ERR-2.3"), ack.get("ERR-2.5")),
+        ("11".into(), "4".into()),
+        "{ack:?}"
+    );
+    assert_eq!(ack.get("ERR-3"), "102");
+
+    // A message type the gateway does not take.
+    let ack = emr
+        .call(&format!("{}\rORC|NW|1\r", msh("ORM^O01", "E-3")))
+        .await;
+    assert_eq!(
+        (ack.code(), ack.get("ERR-3")),
+        ("AR".into(), "200".into()),
+        "{ack:?}"
+    );
+    assert!(ack.get("ERR-8").contains("not supported"), "{ack:?}");
+
+    // A SIU without SCH.
+    let ack = emr
+        .call(&format!("{}\r{}\r", msh("SIU^S12", "E-4"), pid(&p)))
+        .await;
+    assert_eq!(
+        (ack.code(), ack.get("ERR-3")),
+        ("AR".into(), "100".into()),
+        "{ack:?}"
+    );
+    assert!(ack.get("ERR-8").contains("SCH"), "{ack:?}");
+
+    // Valid, but the patient has no phone: AE naming PID-13, nothing sent.
+    let no_phone =
+        siu("SIU^S12", "E-5", "APT-E5", &p, DAY_MS).replace(&format!("^PRN^CP^^^^^^^^^{p}"), "");
+    let ack = emr.call(&no_phone).await;
+    assert_eq!(
+        (ack.code(), ack.get("ERR-3")),
+        ("AE".into(), "101".into()),
+        "{ack:?}"
+    );
+    assert_eq!(
+        (ack.get("ERR-2"), ack.get("ERR-2.3")),
+        ("PID".into(), "13".into())
+    );
+    assert!(ack.get("ERR-8").contains("phone"), "{ack:?}");
+
+    // Enhanced mode (MSH-15/16 set): CR instead of AR.
+    let enhanced = format!(
+        "MSH|^~\\&|EMR|SUNRISE|GW|GW|{}||ZZZ^Z01|E-6|P|2.5.1|||AL|NE\r",
+        local(0)
+    );
+    assert_eq!(emr.call(&enhanced).await.code(), "CR");
+
+    // The connection is still good for a valid message.
+    assert_eq!(
+        emr.call(&siu("SIU^S12", "E-7", "APT-E7", &p, DAY_MS * 2))
+            .await
+            .code(),
+        "AA"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(templates(&app, &p, "appointment_confirmation").len(), 1);
+    let m = app.metrics_text().await;
+    // CR is counted with AR.
+    assert_eq!(
+        metric(&m, "clinic_gateway_hl7_messages_total", &[("code", "AR")]),
+        5.0,
+        "{m}"
+    );
+}
+
+#[actix_rt::test]
+async fn an_unknown_sender_gets_ar_and_nothing_is_sent() {
+    let app = spawn_app("hl7_unknown", options(None, |_| {})).await;
+    let p = patient(507);
+    let mut emr = Mllp::connect(&app).await;
+    let other =
+        siu("SIU^S12", "U-1", "APT-U1", &p, DAY_MS).replace("|EMR|SUNRISE|", "|LIS|ELSEWHERE|");
+    let ack = emr.call(&other).await;
+    assert_eq!(
+        (ack.code(), ack.get("MSA-2"), ack.get("ERR-3")),
+        ("AR".into(), "U-1".into(), "103".into()),
+        "{ack:?}"
+    );
+    assert!(
+        ack.get("ERR-8").contains("not linked to any clinic"),
+        "{ack:?}"
+    );
+    // The right application from another facility is not clinic A either.
+    let wrong_facility =
+        siu("SIU^S12", "U-2", "APT-U2", &p, DAY_MS).replace("|EMR|SUNRISE|", "|EMR|ELSEWHERE|");
+    assert_eq!(emr.call(&wrong_facility).await.code(), "AR");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(app
+        .sim
+        .sent()
+        .iter()
+        .all(|r| r.to != p.trim_start_matches('+')));
+    assert!(matches!(
+        app.store.appointment_by_external(&tenant(), "APT-U1").await,
+        Ok(None)
+    ));
+}
+
+#[actix_rt::test]
+async fn connections_are_limited_and_idle_slow_and_oversized_ones_are_handled() {
+    let app = spawn_app(
+        "hl7_limits",
+        options(None, |s| {
+            s.mllp.max_connections = 2;
+            s.mllp.idle_timeout_secs = 2;
+            s.mllp.read_timeout_secs = 1;
+            s.mllp.frame_limit_bytes = 4096;
+        }),
+    )
+    .await;
+    let p = patient(508);
+    let mut a = Mllp::connect(&app).await;
+    let mut b = Mllp::connect(&app).await;
+    // A third connection is accepted and closed at once.
+    let mut c = Mllp::connect(&app).await;
+    c.send_raw(siu("SIU^S12", "L-0", "APT-L0", &p, DAY_MS).as_bytes())
+        .await;
+    assert!(
+        c.read_frame(Duration::from_secs(2)).await.is_none(),
+        "served over the limit"
+    );
+
+    // An oversized frame: AR, and the connection carries on.
+    let big = format!("{}\rNTE|1||{}\r", msh("SIU^S12", "L-1"), "x".repeat(8192));
+    a.send_raw(big.as_bytes()).await;
+    let ack = Ack(hl7_v2::parse(
+        &a.read_frame(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("no AR")),
+    )
+    .unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(ack.code(), "AR");
+    assert!(ack.get("ERR-8").contains("4096"), "{ack:?}");
+    assert_eq!(
+        a.call(&siu("SIU^S12", "L-2", "APT-L2", &p, DAY_MS))
+            .await
+            .code(),
+        "AA"
+    );
+    let a_last = Instant::now();
+
+    // Slow loris: a frame that never ends is cut off after read_timeout_secs.
+    b.io.write_all(b"\x0bMSH|^~\\&|EMR|SUNRISE")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    assert!(b.read_frame(Duration::from_secs(5)).await.is_none());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "slow frame kept open {:?}",
+        start.elapsed()
+    );
+
+    // Idle: closed after idle_timeout_secs without a frame.
+    assert!(a.read_frame(Duration::from_secs(6)).await.is_none());
+    let idle = a_last.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1500) && idle < Duration::from_secs(5),
+        "{idle:?}"
+    );
+
+    // Slots were given back: new connections are served.
+    let mut d = Mllp::connect(&app).await;
+    assert_eq!(
+        d.call(&siu("SIU^S12", "L-3", "APT-L3", &p, DAY_MS))
+            .await
+            .code(),
+        "AA"
+    );
+    let m = app.metrics_text().await;
+    for (result, n) in [
+        ("refused", 1.0),
+        ("read-timeout", 1.0),
+        ("idle-timeout", 1.0),
+    ] {
+        assert_eq!(
+            metric(
+                &m,
+                "clinic_gateway_hl7_connections_total",
+                &[("result", result)]
+            ),
+            n,
+            "{result}: {m}"
+        );
+    }
+}
+
+/// A throwaway CA and a leaf certificate for 127.0.0.1, made with the openssl CLI.
+fn certificates(dir: &std::path::Path) -> Option<()> {
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|_| ())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=test-ca",
+            "-days",
+            "2",
+        ],
+    ]
+    .concat())?;
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat())?;
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .ok()?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ])
+}
+
+#[actix_rt::test]
+async fn mllp_over_tls() {
+    use rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    if certificates(dir.path()).is_none() {
+        eprintln!("openssl CLI not available: TLS test skipped");
+        return;
+    }
+    let (cert, key) = (dir.path().join("leaf.crt"), dir.path().join("leaf.key"));
+    let app = spawn_app(
+        "hl7_tls",
+        options(None, move |s| {
+            s.mllp.tls_cert = Some(cert.clone());
+            s.mllp.tls_key = Some(key.clone());
+        }),
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(dir.path().join("ca.crt"))
+        .unwrap_or_else(|e| panic!("{e}"))
+    {
+        roots
+            .add(c.unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| panic!("{e}"))
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let port = app.mllp_port.unwrap_or_else(|| panic!("no MLLP"));
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let name =
+        rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS handshake: {e}"));
+    let mut emr = Mllp::over(tls);
+    let p = patient(509);
+    assert_eq!(
+        emr.call(&siu("SIU^S12", "T-1", "APT-T1", &p, DAY_MS * 2))
+            .await
+            .code(),
+        "AA"
+    );
+    assert!(sent_template(
+        &app,
+        &p,
+        "appointment_confirmation",
+        Duration::from_secs(10)
+    )
+    .await
+    .is_some());
+    // Plain MLLP on the TLS port gets nothing.
+    let mut plain = Mllp::connect(&app).await;
+    plain
+        .send_raw(siu("SIU^S12", "T-2", "APT-T2", &p, DAY_MS * 2).as_bytes())
+        .await;
+    assert!(plain.read_frame(Duration::from_secs(2)).await.is_none());
+}
