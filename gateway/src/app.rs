@@ -154,7 +154,10 @@ impl Application {
             metrics: metrics.clone(),
             meta: meta.clone(),
             texts: session_texts(&settings),
-            emr: vec![Arc::new(crate::emr::hl7::Hl7WriteBack)],
+            emr: vec![
+                Arc::new(crate::emr::hl7::Hl7WriteBack),
+                Arc::new(crate::emr::fhir::FhirWriteBack),
+            ],
         };
         crate::scheduler::spawn(clinical.clone(), Duration::from_millis(200));
         let mllp =

@@ -145,5 +145,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(admin::credit),
         )
         .route("/webhooks/whatsapp", web::get().to(webhook::verify_get))
-        .route("/webhooks/whatsapp", web::post().to(webhook::receive));
+        .route("/webhooks/whatsapp", web::post().to(webhook::receive))
+        .configure(crate::emr::fhir::routes);
 }
