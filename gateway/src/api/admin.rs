@@ -15,7 +15,7 @@ use crate::store::StoreError;
 use crate::tenants::model::ClinicSettings;
 use crate::tenants::{generate_api_key, hash_api_key};
 
-fn admin(req: &HttpRequest, state: &AppState) -> Result<(), Problem> {
+pub(super) fn admin(req: &HttpRequest, state: &AppState) -> Result<(), Problem> {
     let key = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -78,6 +78,17 @@ pub fn clinic_view(c: &ClinicSettings) -> Value {
         if let Some(cb) = o.get_mut("callback").and_then(Value::as_object_mut) {
             cb.remove("secret");
             cb.insert("secret_set".into(), json!(true));
+        }
+        // The EMR link's credentials are write-only too.
+        if let Some(fhir) = o
+            .get_mut("emr")
+            .and_then(|e| e.get_mut("fhir"))
+            .and_then(Value::as_object_mut)
+        {
+            let set = fhir
+                .remove("auth_token")
+                .is_some_and(|t| t.as_str().is_some_and(|t| !t.is_empty()));
+            fhir.insert("auth_token_set".into(), json!(set));
         }
     }
     v
@@ -398,4 +409,35 @@ pub async fn credit(
         StatusCode::OK
     };
     Ok(HttpResponse::build(status).json(super::wallet::wallet_view(&state, &wallet, applied)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clinic_view_hides_every_secret() {
+        let config: crate::config::ClinicConfig = serde_json::from_value(json!({
+            "id": "c", "name": "C", "api_key_sha256": "0".repeat(64), "app_secret": "app-secret-xyz", "access_token": "EAAG-token-xyz",
+            "numbers": [{"phone_number_id": "1", "tier_mps": 80}],
+            "emr": {"fhir": {"base_url": "https://emr.example/fhir", "auth_token": "fhir-token-xyz"}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let settings = crate::config::Settings::defaults().unwrap_or_else(|e| panic!("{e}"));
+        let mut c = crate::tenants::bootstrap::clinic_from_config(&config, &settings);
+        c.callback = Some(crate::tenants::model::Callback {
+            url: "https://clinic.example/cb".into(),
+            secret: crate::tenants::model::Secret::new("callback-secret-xyz"),
+        });
+        let shown = clinic_view(&c).to_string();
+        for secret in [
+            "app-secret-xyz",
+            "EAAG-token-xyz",
+            "fhir-token-xyz",
+            "callback-secret-xyz",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("\"auth_token_set\":true"), "{shown}");
+    }
 }

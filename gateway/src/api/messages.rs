@@ -144,6 +144,7 @@ fn parse_request(
         content: req.content,
         deadline_ms: Some(deadline_ms),
         created_ms: now,
+        broadcast: None,
     })
 }
 

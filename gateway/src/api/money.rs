@@ -16,6 +16,17 @@ pub async fn on_status(
     status: &Status,
     new_state: MessageState,
 ) -> Result<(), StoreError> {
+    if new_state == MessageState::Failed
+        && status
+            .errors
+            .iter()
+            .any(|e| e.code == crate::dispatch::attempt::NOT_ON_WHATSAPP_CODE)
+    {
+        if let Ok(to) = E164::from_wa_id(&status.recipient_id) {
+            crate::dispatch::attempt::remember_not_on_whatsapp(&*state.store, &clinic.id, &to)
+                .await;
+        }
+    }
     match new_state {
         MessageState::Failed
             if state

@@ -11,6 +11,7 @@ use super::jobs::RATING_SLOT;
 use super::{Cause, Clinical, ClinicalError};
 use crate::domain::records::{Feedback, InboxMessage, Visit};
 use crate::domain::{Lane, E164};
+use crate::patients::Purpose;
 use crate::store::records::RecordKind;
 use crate::tenants::ClinicSettings;
 use crate::workflows::compose::send;
@@ -218,6 +219,22 @@ impl Clinical {
         self.store
             .set_opted_out(&clinic.id, from.digits(), stop)
             .await?;
+        // The directory keeps when and how consent changed. STOP withdraws both purposes; START
+        // restores care messages only (promotional consent is given explicitly, not by START).
+        let source = if stop {
+            "patient:STOP"
+        } else {
+            "patient:START"
+        };
+        let patients = &self.broadcasts.patients;
+        patients
+            .set_consent(&clinic.id, from, Purpose::Care, !stop, source)
+            .await?;
+        if stop {
+            patients
+                .set_consent(&clinic.id, from, Purpose::Promotional, false, source)
+                .await?;
+        }
         let body = if stop {
             format!("You will no longer receive reminders or updates from {}. Reports you are waiting for will still reach you. Reply START to receive messages again.", clinic.display_name)
         } else {

@@ -37,6 +37,14 @@ impl Clinical {
             .as_ref()
             .and_then(|q| quiet_until(q, &clinic.time_zone, now));
         match &claimed.job {
+            Job::Broadcast { id } => {
+                if let Some(next) = self.broadcasts.step(&clinic, id).await? {
+                    // The next chunk is a new run of the same job: re-scored, not completed.
+                    self.store.schedule(&clinic.id, &claimed.job, next).await?;
+                    return Ok(JobOutcome::Deferred { until_ms: next });
+                }
+                Ok(JobOutcome::Done)
+            }
             Job::WriteBack {
                 link,
                 appointment,

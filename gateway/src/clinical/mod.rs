@@ -73,6 +73,7 @@ pub struct Clinical {
     pub texts: Arc<dyn TemplateTexts>,
     /// The EMR links patients' decisions are written back through (none: callbacks only).
     pub emr: Vec<Arc<dyn EmrLink>>,
+    pub broadcasts: crate::broadcasts::Broadcasts,
 }
 
 /// What caused a batch of commands: a stable text and a stable time (the event's own, never
@@ -142,6 +143,7 @@ impl Clinical {
                         content,
                         deadline_ms: Some(deadline_ms.max(now + 60_000)),
                         created_ms: now,
+                        broadcast: None,
                     };
                     match self.actors.submit(clinic.clone(), msg.clone()).await {
                         Ok(Ok(_)) => {

@@ -105,6 +105,9 @@ pub struct NewMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<i64>,
     pub created_ms: i64,
+    /// The broadcast this message belongs to (so cancelling the broadcast stops it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<String>,
 }
 
 /// The outbox record: the accepted message and everything that happened to it.
@@ -336,6 +339,7 @@ mod tests {
             },
             deadline_ms: Some(10_000),
             created_ms: 0,
+            broadcast: None,
         });
         r.state = state;
         r

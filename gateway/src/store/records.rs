@@ -15,6 +15,9 @@ pub enum RecordKind {
     Visit,
     Feedback,
     Inbox,
+    Broadcast,
+    /// A slice of a broadcast's resolved recipients (`{broadcast}:{n}`).
+    BroadcastChunk,
 }
 
 impl RecordKind {
@@ -24,6 +27,8 @@ impl RecordKind {
             RecordKind::Visit => "visit",
             RecordKind::Feedback => "feedback",
             RecordKind::Inbox => "inbox",
+            RecordKind::Broadcast => "brd",
+            RecordKind::BroadcastChunk => "brdc",
         }
     }
 }

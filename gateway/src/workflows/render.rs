@@ -18,6 +18,15 @@ pub fn date_time(ms: i64, zone: &str) -> (String, String) {
     }
 }
 
+/// The calendar date at `ms` in `zone` (UTC if the zone is unknown).
+pub fn today(ms: i64, zone: &str) -> chrono::NaiveDate {
+    let tz: Tz = zone.parse().unwrap_or(Tz::UTC);
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.with_timezone(&tz).date_naive())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,7 +242,7 @@ mod tests {
                     match job {
                         Job::FollowUp { .. } => "follow_up".to_owned(),
                         Job::Feedback { .. } => "feedback".to_owned(),
-                        Job::Reminder { .. } | Job::WriteBack { .. } => "other".to_owned(),
+                        _ => "other".to_owned(),
                     },
                     *due_ms,
                 )),
