@@ -51,6 +51,9 @@ pub struct MllpOptions {
     pub kind: MessageKind,
     /// Clinics (one EMR facility each); connections are spread over them.
     pub clinics: usize,
+    /// Throughput tier of each clinic's number (0 = no limiter): a tier keeps the confirmations
+    /// the bookings cause queued instead of sent during the run, isolating the MLLP path.
+    pub tier_mps: u32,
     pub gateway_bin: PathBuf,
     pub redis_url: String,
     pub templates_dir: PathBuf,
@@ -82,6 +85,7 @@ pub struct MllpReport {
     pub scenario: &'static str,
     pub kind: MessageKind,
     pub clinics: usize,
+    pub tier_mps: u32,
     pub message_bytes: usize,
     pub phases: Vec<PhaseReport>,
     /// Confirmations the sandbox received by the end (bookings only).
@@ -102,8 +106,15 @@ impl std::fmt::Display for MllpReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "mllp: {:?} messages ({} bytes each), {} clinics",
-            self.kind, self.message_bytes, self.clinics
+            "mllp: {:?} messages ({} bytes each), {} clinics, {}",
+            self.kind,
+            self.message_bytes,
+            self.clinics,
+            if self.tier_mps == 0 {
+                "no send limiter".to_owned()
+            } else {
+                format!("sends limited to tier {} mps per clinic", self.tier_mps)
+            }
         )?;
         let p = |x: Option<f64>| x.map_or("n/a".to_owned(), |v| format!("{v:.0} %"));
         for ph in &self.phases {
@@ -137,7 +148,7 @@ impl std::fmt::Display for MllpReport {
         if self.kind == MessageKind::Book {
             writeln!(
                 f,
-                "  confirmations at the sandbox by the end: {} of {} bookings",
+                "  confirmations at the sandbox by the end of the drain: {} of {} bookings",
                 self.confirmations_received, self.bookings_acked
             )?;
         }
@@ -163,7 +174,7 @@ fn waba_id(i: usize) -> String {
 }
 
 /// One clinic per facility, each linked to the EMR `LOADGEN`.
-fn gateway_toml(clinics: usize) -> String {
+fn gateway_toml(clinics: usize, tier_mps: u32) -> String {
     let mut s = String::from(
         "# written by loadgen mllp\n[api]\nrate_per_second = 1000000\nburst = 1000000\n",
     );
@@ -174,7 +185,7 @@ fn gateway_toml(clinics: usize) -> String {
             "\n[[clinics]]\nid = \"mllp_{i:03}\"\nname = \"MLLP clinic {i}\"\n\
              api_key_sha256 = \"{key_hash}\"\ndefault_country_code = \"91\"\nwallet_credit = 1000000000000\n\
              waba_id = \"{waba}\"\napp_secret = \"{APP_SECRET}\"\naccess_token = \"loadgen-token-{i}\"\n\
-             [[clinics.numbers]]\nphone_number_id = \"{pnid}\"\ndisplay = \"+91 80 4666 {i:04}\"\ntier_mps = 0\n\
+             [[clinics.numbers]]\nphone_number_id = \"{pnid}\"\ndisplay = \"+91 80 4666 {i:04}\"\ntier_mps = {tier_mps}\n\
              [clinics.emr.hl7]\nsending_application = \"LOADGEN\"\nsending_facility = \"{fac}\"\n",
             waba = waba_id(i),
             pnid = number_id(i),
@@ -246,7 +257,7 @@ fn spawn_gateway(
     sandbox_url: &str,
 ) -> Result<Gateway> {
     let config = dir.join("gateway.toml");
-    std::fs::write(&config, gateway_toml(o.clinics))
+    std::fs::write(&config, gateway_toml(o.clinics, o.tier_mps))
         .with_context(|| format!("writing {}", config.display()))?;
     let log = dir.join("gateway.log");
     let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -510,6 +521,7 @@ pub async fn run(o: MllpOptions) -> Result<MllpReport> {
         scenario: "mllp",
         kind: o.kind,
         clinics: o.clinics,
+        tier_mps: o.tier_mps,
         message_bytes,
         phases,
         confirmations_received,
@@ -538,7 +550,7 @@ mod tests {
         assert!(m.contains("SIU^S12") && m.contains("|R1-42|"));
         let f = frame(&m);
         assert_eq!((f[0], f[f.len() - 2], f[f.len() - 1]), (0x0b, 0x1c, 0x0d));
-        let toml = gateway_toml(2);
+        let toml = gateway_toml(2, 0);
         assert!(toml.contains("[clinics.emr.hl7]") && toml.contains("FAC001"));
     }
 }

@@ -72,6 +72,10 @@ struct MllpArgs {
     /// Clinics, one EMR facility each; connections are spread over them.
     #[arg(long, default_value_t = 10)]
     clinics: usize,
+    /// Throughput tier of each clinic's number (0 = no limiter). A tier keeps the confirmations
+    /// queued rather than sent during the run, so the figure is the MLLP path alone.
+    #[arg(long, default_value_t = 0)]
+    tier_mps: u32,
     /// The gateway binary to start.
     #[arg(long, default_value = "target/release/clinic-gateway")]
     gateway_bin: PathBuf,
@@ -370,6 +374,7 @@ async fn run(cli: Cli) -> Result<bool> {
                 duration,
                 kind: a.kind,
                 clinics: a.clinics,
+                tier_mps: a.tier_mps,
                 gateway_bin: a.gateway_bin,
                 redis_url: a.redis_url,
                 templates_dir: a.templates_dir,

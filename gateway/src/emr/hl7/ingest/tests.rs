@@ -455,3 +455,65 @@ fn languages_map_to_meta_codes() {
     assert_eq!(language(&c("ta")).as_deref(), Some("ta"));
     assert_eq!(language(&c("x-klingon")), None);
 }
+
+/// A bounded fuzz smoke of the mapping (the parser itself is fuzzed in `hl7-v2`): mutated
+/// versions of every supported message must map or be refused, never panic.
+#[test]
+fn mapping_never_panics_on_mutated_messages() {
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+    const INTERESTING: &[u8] = b"|^~\\&\r\n0123456789+-.:\"ABCDEFPRNCPSIUORUMDMADTS12S13S15A03T02EDRP";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pdf());
+    let join = |v: Vec<String>| v.iter().map(|s| format!("{s}\r")).collect::<String>();
+    let seeds: Vec<String> = vec![
+        join(siu("SIU^S12", &[PID, "AIL|1||MG Road", "AIP|1||D7^Rao"])),
+        join(siu("SIU^S13", &[PID])),
+        join(vec![msh("SIU^S15"), "SCH||A-1".into()]),
+        join(oru("F", &pdf())),
+        join(vec![
+            msh("MDM^T02"),
+            PID.to_owned(),
+            seg("TXA", &[(1, "1"), (2, "RX"), (12, "D-1"), (17, "AU")]),
+            format!("OBX|1|ED|RX||^AP^PDF^Base64^{b64}"),
+        ]),
+        join(vec![
+            msh("ADT^A03"),
+            PID.to_owned(),
+            seg("PV1", &[(2, "O"), (19, "V-1"), (45, "20290101113000")]),
+        ]),
+    ];
+    let c = clinic();
+    let l = link();
+    let mut rng = Rng(0xC11_41C_6A7E);
+    for _ in 0..3_000 {
+        let mut v = seeds[rng.below(seeds.len())].clone().into_bytes();
+        for _ in 0..=rng.below(6) {
+            let pos = rng.below(v.len() + 1);
+            match rng.below(4) {
+                0 if pos < v.len() => v[pos] = INTERESTING[rng.below(INTERESTING.len())],
+                1 => v.insert(pos, INTERESTING[rng.below(INTERESTING.len())]),
+                2 if pos < v.len() => {
+                    let end = (pos + rng.below(24)).min(v.len());
+                    v.drain(pos..end);
+                }
+                _ => v.truncate(pos.max(10)),
+            }
+        }
+        let Ok(msg) = hl7_v2::parse(&v) else { continue };
+        let Ok(header) = Header::from_message(&msg) else { continue };
+        let _ = type_label(&header);
+        if let Err(r) = map(&msg, &header, &c, &l) {
+            assert!(!r.message.is_empty());
+        }
+    }
+}
