@@ -146,6 +146,9 @@ impl Application {
             arbiters.iter().map(|a| a.handle()).collect(),
         ));
         spawn_actor_sweeper(actors.clone(), metrics.clone());
+        // One patient directory per node: its in-memory filter index is shared by the API
+        // and the broadcasts.
+        let patients = crate::patients::PatientDirectory::new(store.clone());
         let clinical = crate::clinical::Clinical {
             store: store.clone(),
             actors: actors.clone(),
@@ -171,6 +174,7 @@ impl Application {
             dispatchers: dispatchers.clone(),
             actors,
             clinical,
+            patients,
             outbound,
             metrics: metrics.clone(),
             meta: meta.clone(),

@@ -15,6 +15,7 @@ pub mod emr;
 pub mod meta;
 pub mod metrics;
 pub mod outbound;
+pub mod patients;
 pub mod pdf;
 pub mod pricing;
 pub mod retry;

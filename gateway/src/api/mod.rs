@@ -10,6 +10,7 @@ mod limits;
 mod messages;
 mod money;
 mod outcomes;
+mod patients;
 pub mod problem;
 mod sandbox;
 mod templates;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub api_limiter: DefaultKeyedRateLimiter<TenantId>,
     pub actors: Arc<crate::tenants::actors::Actors>,
     pub clinical: crate::clinical::Clinical,
+    /// The clinics' patient directories (shared with the broadcasts: one index per node).
+    pub patients: crate::patients::PatientDirectory,
 }
 
 pub fn api_limiter(settings: &Settings) -> DefaultKeyedRateLimiter<TenantId> {
@@ -88,6 +91,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(documents::health_record),
         )
         .route("/v1/documents/{id}", web::get().to(documents::get))
+        .route("/v1/patients", web::get().to(patients::list))
+        .route("/v1/patients/import", web::post().to(patients::import))
+        .route("/v1/patients/{external_id}", web::put().to(patients::put))
+        .route("/v1/patients/{external_id}", web::get().to(patients::get))
+        .route(
+            "/v1/patients/{external_id}",
+            web::delete().to(patients::delete),
+        )
         .route("/v1/visits", web::post().to(visits::complete))
         .route("/v1/feedback", web::get().to(visits::feedback))
         .route("/v1/inbox", web::get().to(visits::inbox))

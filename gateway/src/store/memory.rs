@@ -61,6 +61,8 @@ pub struct MemoryStore {
     pub(super) clinical: Mutex<super::memory_clinical::State>,
     /// Documents, visits, feedback, inbox, consent and markers (see `memory_records.rs`).
     pub(super) records: Mutex<super::memory_records::State>,
+    /// The patient directory: records, phone index, change feed (see `memory_patients.rs`).
+    pub(super) patients: Mutex<super::memory_patients::State>,
 }
 
 impl MemoryStore {

@@ -5,8 +5,10 @@
 pub mod clinical;
 pub mod memory;
 mod memory_clinical;
+mod memory_patients;
 mod memory_records;
 mod memory_tenancy;
+pub mod patients;
 pub mod records;
 pub mod redis;
 pub mod tenancy;
@@ -19,6 +21,8 @@ pub(crate) mod contract;
 pub(crate) mod contract_tenancy;
 #[cfg(test)]
 pub(crate) mod contract_records;
+#[cfg(test)]
+pub(crate) mod contract_patients;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -125,6 +129,7 @@ pub trait Backend:
     + clinical::AppointmentStore
     + clinical::JobStore
     + records::RecordStore
+    + patients::PatientStore
 {
 }
 
@@ -138,6 +143,7 @@ impl<T> Backend for T where
         + clinical::AppointmentStore
         + clinical::JobStore
         + records::RecordStore
+        + patients::PatientStore
 {
 }
 

@@ -192,6 +192,26 @@ impl Keys {
         format!("{}:optout", self.tenant(tenant))
     }
 
+    /// Hash: the patient directory, external id → `PatientRecord` JSON.
+    pub(super) fn patients(&self, tenant: &TenantId) -> String {
+        format!("{}:pat", self.tenant(tenant))
+    }
+
+    /// Sorted set (all scores 0, read by lex range): `<phone digits>|<external id>`.
+    pub(super) fn patient_phones(&self, tenant: &TenantId) -> String {
+        format!("{}:patph", self.tenant(tenant))
+    }
+
+    /// String counter: the patient directory's version, bumped by every write or erasure.
+    pub(super) fn patient_version(&self, tenant: &TenantId) -> String {
+        format!("{}:patv", self.tenant(tenant))
+    }
+
+    /// Stream: the directory's change feed, entry id `<version>-0`, field `id` = external id.
+    pub(super) fn patient_feed(&self, tenant: &TenantId) -> String {
+        format!("{}:patlog", self.tenant(tenant))
+    }
+
     /// String with a TTL: a patient's marker in `slot`.
     pub(super) fn marker(&self, tenant: &TenantId, patient: &str, slot: &str) -> String {
         format!(

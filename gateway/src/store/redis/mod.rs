@@ -13,6 +13,7 @@
 
 mod clinical;
 mod keys;
+mod patients;
 mod records;
 mod reply;
 mod scripts;
