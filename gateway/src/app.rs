@@ -50,12 +50,37 @@ pub struct Application {
 pub async fn build_store(settings: &Settings) -> Result<Arc<dyn Backend>, AppError> {
     Ok(match settings.store.kind {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
-        StoreKind::Redis => Arc::new(RedisStore::connect(
-            &settings.redis.url,
-            &settings.redis.key_prefix,
-            settings.redis.pool_size,
-        )?),
+        StoreKind::Redis => {
+            let store = RedisStore::connect(
+                &settings.redis.url,
+                &settings.redis.key_prefix,
+                settings.redis.pool_size,
+            )?;
+            seal_secrets(&store).await?;
+            Arc::new(store)
+        }
     })
+}
+
+/// Clinics' secrets are sealed at rest when `CLINIC_GATEWAY_SECRET_KEYS` is set; clinics saved
+/// before (or with an older key) are re-sealed with the current key now.
+async fn seal_secrets(store: &RedisStore) -> Result<(), AppError> {
+    match crate::secrets::SecretKeys::from_env() {
+        Ok(Some(keys)) => {
+            store.set_secret_keys(Arc::new(keys));
+            let n = store.reseal_clinics().await?;
+            tracing::info!(resealed = n, "clinic secrets are sealed at rest");
+            Ok(())
+        }
+        Ok(None) => {
+            tracing::warn!(
+                "{} is not set: clinic secrets are stored in Redis unencrypted",
+                crate::secrets::ENV
+            );
+            Ok(())
+        }
+        Err(e) => Err(AppError::Store(crate::store::StoreError::Unavailable(e.to_string()))),
+    }
 }
 
 impl Application {

@@ -3,6 +3,7 @@
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod broadcasts;
 pub mod callbacks;
 pub mod catalog;
 pub mod clinical;
@@ -20,6 +21,7 @@ pub mod pdf;
 pub mod pricing;
 pub mod retry;
 pub mod scheduler;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod template_library;

@@ -1134,4 +1134,48 @@ mod redis_only {
             Err(StoreError::Corrupt { key, .. }) if key == win
         ));
     }
+
+    /// With keys configured, secrets never reach Redis in plain text; rotating re-seals them.
+    #[tokio::test]
+    async fn secrets_are_sealed_at_rest_and_rotate() {
+        use base64::Engine;
+        let url = crate::testing::shared_redis().url.clone();
+        let prefix = crate::testing::unique_prefix("sealed");
+        let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let keys = |spec: String| {
+            std::sync::Arc::new(
+                crate::secrets::SecretKeys::parse(&spec).unwrap_or_else(|e| panic!("{e}")),
+            )
+        };
+        let s = super::super::RedisStore::connect(&url, &prefix, 2).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.set_secret_keys(keys(format!("k1:{}", b64(1)))));
+        let mut c = clinic("clinic_a", &["1001"]);
+        c.access_token = Secret::new("EAAG-very-secret-token");
+        c.app_secret = Secret::new("app-secret-value");
+        put_ok(&s, &c).await;
+        let mut conn = raw(&url).await;
+        let stored: String = redis::cmd("GET")
+            .arg(format!("{prefix}{{t:clinic_a}}:clinic"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!stored.contains("EAAG-very-secret-token") && !stored.contains("app-secret-value"), "{stored}");
+        assert!(stored.contains("enc:v1:k1:"), "{stored}");
+        let back = s.clinic(&tenant("clinic_a")).await.ok().flatten().unwrap_or_else(|| panic!("clinic"));
+        assert_eq!(back.access_token.expose(), "EAAG-very-secret-token");
+        // Rotation: a node with k2 first re-seals; k1 alone can no longer open them.
+        let s2 = super::super::RedisStore::connect(&url, &prefix, 2).unwrap_or_else(|e| panic!("{e}"));
+        s2.set_secret_keys(keys(format!("k2:{},k1:{}", b64(2), b64(1))));
+        assert_eq!(s2.reseal_clinics().await.ok(), Some(1));
+        assert_eq!(s2.reseal_clinics().await.ok(), Some(0), "already current");
+        let stored: String = redis::cmd("GET")
+            .arg(format!("{prefix}{{t:clinic_a}}:clinic"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(stored.contains("enc:v1:k2:") && !stored.contains("enc:v1:k1:"), "{stored}");
+        let s3 = super::super::RedisStore::connect(&url, &prefix, 2).unwrap_or_else(|e| panic!("{e}"));
+        s3.set_secret_keys(keys(format!("k1:{}", b64(1))));
+        assert!(matches!(s3.clinic(&tenant("clinic_a")).await, Err(StoreError::Corrupt { .. })));
+    }
 }

@@ -75,6 +75,8 @@ struct Inner {
     keys: Keys,
     scripts: Scripts,
     terminal_ttl_secs: u64,
+    /// Seals clinics' secrets before they are stored (see `crate::secrets`); set once at start.
+    secrets: std::sync::OnceLock<Arc<crate::secrets::SecretKeys>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -242,6 +244,7 @@ impl RedisStore {
                 keys: Keys::new(key_prefix),
                 scripts: Scripts::new(),
                 terminal_ttl_secs: TERMINAL_TTL_SECS,
+                secrets: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -254,6 +257,7 @@ impl RedisStore {
             keys: self.inner.keys.clone(),
             scripts: Scripts::new(),
             terminal_ttl_secs: secs.max(1),
+            secrets: self.inner.secrets.clone(),
         };
         RedisStore {
             inner: Arc::new(inner),
@@ -267,6 +271,15 @@ impl RedisStore {
             .get(i)
             .cloned()
             .ok_or_else(|| StoreError::Unavailable("no redis connection".into()))
+    }
+
+    /// Seals clinics' secrets with `keys` from now on (and opens what they sealed). Once only.
+    pub fn set_secret_keys(&self, keys: Arc<crate::secrets::SecretKeys>) -> bool {
+        self.inner.secrets.set(keys).is_ok()
+    }
+
+    fn secret_keys(&self) -> Option<&crate::secrets::SecretKeys> {
+        self.inner.secrets.get().map(|k| &**k)
     }
 
     fn keys(&self) -> &Keys {

@@ -70,8 +70,21 @@ fn opt_text(key: &str, v: &Value) -> Result<Option<String>, StoreError> {
 }
 
 /// The clinic record under `key`, checked to be the clinic asked for.
-fn clinic_from(key: &str, id: &TenantId, raw: &str) -> Result<ClinicSettings, StoreError> {
-    let clinic: ClinicSettings = decode(key, "clinic", raw)?;
+fn clinic_from(
+    key: &str,
+    id: &TenantId,
+    raw: &str,
+    secrets: Option<&crate::secrets::SecretKeys>,
+) -> Result<ClinicSettings, StoreError> {
+    let clinic: ClinicSettings = match secrets {
+        None => decode(key, "clinic", raw)?,
+        Some(keys) => {
+            let mut v: serde_json::Value = decode(key, "clinic", raw)?;
+            crate::secrets::map_clinic_secrets(&mut v, |s| keys.open(s))
+                .map_err(|e| corrupt(key, e.to_string()))?;
+            serde_json::from_value(v).map_err(|e| json_err(key, "clinic", e))?
+        }
+    };
     if &clinic.id != id {
         return Err(corrupt(key, format!("holds clinic {}", clinic.id)));
     }
@@ -189,6 +202,36 @@ fn ledger_entry(
 }
 
 impl RedisStore {
+    /// Re-saves every clinic whose secrets are not sealed with the current key (after keys were
+    /// configured or rotated). Returns how many were re-saved.
+    pub async fn reseal_clinics(&self) -> Result<usize, StoreError> {
+        let Some(keys) = self.secret_keys() else {
+            return Ok(0);
+        };
+        let ids = self.clinic_ids().await?;
+        let mut n = 0;
+        for id in ids {
+            let key = self.keys().clinic(&id);
+            let Some(raw) = self.get_text(&key).await? else {
+                continue;
+            };
+            let mut v: serde_json::Value = decode(&key, "clinic", &raw)?;
+            let mut stale = false;
+            crate::secrets::map_clinic_secrets(&mut v, |s| {
+                stale |= !keys.is_current(s);
+                Ok(s.to_owned())
+            })
+            .map_err(|e| corrupt(&key, e.to_string()))?;
+            if stale {
+                if let Some(c) = self.clinic(&id).await? {
+                    self.put_clinic(&c).await?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     async fn query(&self, cmd: &::redis::Cmd) -> Result<Value, StoreError> {
         let mut c = self.conn().await?;
         cmd.query_async(&mut c).await.map_err(unavailable)
@@ -311,7 +354,16 @@ impl RedisStore {
 impl TenantStore for RedisStore {
     async fn put_clinic(&self, clinic: &ClinicSettings) -> Result<(), StoreError> {
         let k = self.keys();
-        let body = encode("a clinic", clinic)?;
+        let body = match self.secret_keys() {
+            None => encode("a clinic", clinic)?,
+            Some(keys) => {
+                let mut v = serde_json::to_value(clinic)
+                    .map_err(|e| StoreError::Unavailable(format!("encoding a clinic: {e}")))?;
+                crate::secrets::map_clinic_secrets(&mut v, |s| keys.seal(s))
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                v.to_string()
+            }
+        };
         let owner = clinic.id.as_str();
         let old = match self.clinic(&clinic.id).await {
             Ok(old) => old,
@@ -359,7 +411,7 @@ impl TenantStore for RedisStore {
     async fn clinic(&self, id: &TenantId) -> Result<Option<ClinicSettings>, StoreError> {
         let key = self.keys().clinic(id);
         match self.get_text(&key).await? {
-            Some(raw) => clinic_from(&key, id, &raw).map(Some),
+            Some(raw) => clinic_from(&key, id, &raw, self.secret_keys()).map(Some),
             None => Ok(None),
         }
     }
@@ -380,7 +432,7 @@ impl TenantStore for RedisStore {
         for ((id, key), v) in ids.iter().zip(&keys).zip(&replies) {
             // A member without a record: its first write did not complete. Not a clinic yet.
             if let Some(raw) = opt_text(key, v)? {
-                out.push(clinic_from(key, id, &raw)?);
+                out.push(clinic_from(key, id, &raw, self.secret_keys())?);
             }
         }
         Ok(out)
