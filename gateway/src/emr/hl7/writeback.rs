@@ -72,10 +72,10 @@ impl EmrLink for Hl7WriteBack {
             ));
         };
         if appointment.external_id.is_none() {
-            // The EMR never knew this appointment (booked through the REST API).
-            return Err(WriteBackError::Rejected(
-                "the appointment has no EMR id to write back to".into(),
-            ));
+            // The EMR never knew this appointment (booked through the REST API without an EMR
+            // id): there is nothing to update there, which is not a failure.
+            tracing::info!(tenant = %clinic.id, appointment = %appointment.id, "no EMR id: nothing to write back over HL7");
+            return Ok(());
         }
         let msg = build_write_back(clinic, link, out, appointment, change, Utc::now());
         let control = msg
@@ -393,6 +393,16 @@ mod tests {
             judge_ack(b"garbage", "WB1"),
             Err(WriteBackError::Retry(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn appointments_the_emr_never_knew_need_no_write_back() {
+        let mut a = appointment();
+        a.external_id = None;
+        let r = Hl7WriteBack
+            .write_back(&clinic(), &a, PatientChange::Cancelled)
+            .await;
+        assert_eq!(r, Ok(()));
     }
 
     #[tokio::test]
