@@ -41,6 +41,10 @@ pub struct Metrics {
     pub replies: IntCounterVec,
     /// EMR write-back attempts by link (hl7, fhir) and result (ok, retry, failed).
     pub writebacks: IntCounterVec,
+    /// Broadcast messages by result (queued, skipped).
+    pub broadcast_messages: IntCounterVec,
+    /// Clinic callback delivery attempts by result (delivered, failed, no_endpoint).
+    pub callbacks: IntCounterVec,
     /// HL7 v2 messages received over MLLP by type (`SIU^S12` …, `other`, `unparsable`) and the
     /// acknowledgment code sent (AA, AE, AR; duplicates as `AA-duplicate`).
     pub hl7_messages: IntCounterVec,
@@ -192,6 +196,18 @@ impl Metrics {
             "Patient replies acted on",
             &["intent"],
         );
+        let broadcast_messages = counter(
+            &registry,
+            "broadcast_messages_total",
+            "Broadcast messages by result",
+            &["result"],
+        );
+        let callbacks = counter(
+            &registry,
+            "callback_deliveries_total",
+            "Clinic callback delivery attempts by result",
+            &["result"],
+        );
         let writebacks = counter(
             &registry,
             "emr_writebacks_total",
@@ -229,6 +245,8 @@ impl Metrics {
             touchpoints,
             replies,
             writebacks,
+            broadcast_messages,
+            callbacks,
             hl7_messages,
             hl7_connections,
         }

@@ -37,6 +37,19 @@ impl Clinical {
             .as_ref()
             .and_then(|q| quiet_until(q, &clinic.time_zone, now));
         match &claimed.job {
+            Job::Callback { id, attempt } => {
+                let outcome = self
+                    .callbacks
+                    .deliver_stored(&*self.store, &clinic, id, *attempt)
+                    .await?;
+                let label = match outcome {
+                    crate::callbacks::Delivery::Delivered => "delivered",
+                    crate::callbacks::Delivery::Failed(_) => "failed",
+                    crate::callbacks::Delivery::NoEndpoint => "no_endpoint",
+                };
+                self.metrics.callbacks.with_label_values(&[label]).inc();
+                Ok(JobOutcome::Done)
+            }
             Job::Broadcast { id } => {
                 if let Some(next) = self.broadcasts.step(&clinic, id).await? {
                     // The next chunk is a new run of the same job: re-scored, not completed.

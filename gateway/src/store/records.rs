@@ -18,6 +18,10 @@ pub enum RecordKind {
     Broadcast,
     /// A slice of a broadcast's resolved recipients (`{broadcast}:{n}`).
     BroadcastChunk,
+    /// A message that ended failed or expired (`GET /v1/messages?status=failed`).
+    DeadLetter,
+    /// A clinic callback event waiting for delivery.
+    Callback,
 }
 
 impl RecordKind {
@@ -29,6 +33,8 @@ impl RecordKind {
             RecordKind::Inbox => "inbox",
             RecordKind::Broadcast => "brd",
             RecordKind::BroadcastChunk => "brdc",
+            RecordKind::DeadLetter => "dead",
+            RecordKind::Callback => "cb",
         }
     }
 }

@@ -130,6 +130,8 @@ pub enum Job {
     FollowUp { visit: String },
     /// The feedback request after a visit.
     Feedback { visit: String },
+    /// Deliver a stored clinic callback event (attempt `attempt`).
+    Callback { id: String, attempt: u32 },
     /// Queue the next chunk of a broadcast (or start it).
     Broadcast { id: String },
     /// Tell the EMR (through the link named `link`) what the patient decided.

@@ -1,0 +1,109 @@
+//! Clinic callbacks are durable: an endpoint that fails for a while gets the event later, signed,
+//! with the same event id, and a slow endpoint holds no other clinic's events.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// A receiver that answers 503 to the first `fail_first` deliveries.
+fn flaky_receiver(
+    fail_first: usize,
+) -> (
+    String,
+    Arc<parking_lot::Mutex<Vec<(String, Value)>>>,
+    Arc<AtomicUsize>,
+) {
+    let got: Arc<parking_lot::Mutex<Vec<(String, Value)>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "http://{}/events",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    let (g, c) = (got.clone(), calls.clone());
+    let server = actix_web::HttpServer::new(move || {
+        let (g, c) = (g.clone(), c.clone());
+        actix_web::App::new().route(
+            "/events",
+            actix_web::web::post().to(
+                move |req: actix_web::HttpRequest, body: actix_web::web::Bytes| {
+                    let (g, c) = (g.clone(), c.clone());
+                    async move {
+                        if c.fetch_add(1, Ordering::SeqCst) < fail_first {
+                            return actix_web::HttpResponse::ServiceUnavailable().finish();
+                        }
+                        let id = req
+                            .headers()
+                            .get("X-Clinic-Gateway-Event")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        g.lock()
+                            .push((id, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                        actix_web::HttpResponse::Ok().finish()
+                    }
+                },
+            ),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap_or_else(|e| panic!("{e}"))
+    .run();
+    actix_rt::spawn(server);
+    (url, got, calls)
+}
+
+#[actix_rt::test]
+async fn an_event_for_a_failing_endpoint_is_retried_until_it_lands() {
+    let app = spawn_app("callbacks_durable", Options::default()).await;
+    let (url, got, calls) = flaky_receiver(2);
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            "/admin/v1/clinics/clinic_a",
+            ADMIN_KEY,
+            Some(json!({"callback": {"url": url, "secret": "callback-secret-0123456789"}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // A message no workflow answers raises `message.received`.
+    app.sim.inject_inbound_text(
+        NUMBER_A,
+        PATIENT.trim_start_matches('+'),
+        "Is the clinic open today?",
+    );
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) && got.lock().is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = got.lock().clone();
+    assert_eq!(
+        got.len(),
+        1,
+        "delivered once after two refusals ({} calls)",
+        calls.load(Ordering::SeqCst)
+    );
+    let (id, event) = &got[0];
+    assert_eq!(
+        (event["type"].as_str(), event["id"].as_str()),
+        (Some("message.received"), Some(id.as_str()))
+    );
+    assert!(calls.load(Ordering::SeqCst) >= 3);
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("clinic_gateway_callback_deliveries_total{result=\"failed\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clinic_gateway_callback_deliveries_total{result=\"delivered\"} 1"),
+        "{metrics}"
+    );
+}
