@@ -220,10 +220,21 @@ pub fn validate_settings(s: &crate::config::Settings) -> Result<(), String> {
             return Err("mllp.dedupe_ttl_secs must be at least 1".into());
         }
     }
+    let mut senders = std::collections::HashMap::new();
     for c in &s.clinics {
         if let Some(link) = &c.emr.hl7 {
             if let Some(p) = link.problems().into_iter().next() {
                 return Err(format!("clinic {}: {p}", c.id));
+            }
+            let key = (
+                link.sending_application.trim().to_ascii_uppercase(),
+                link.sending_facility.trim().to_ascii_uppercase(),
+            );
+            if let Some(other) = senders.insert(key, &c.id) {
+                return Err(format!(
+                    "clinics {other} and {} have the same emr.hl7 sending_application and sending_facility: messages could not be told apart",
+                    c.id
+                ));
             }
         }
     }
@@ -272,6 +283,25 @@ mod tests {
         assert!(l.allows(ip("192.0.2.1")));
         l.allowed_sources = vec!["10.0.0.0/33".into(), "nope".into()];
         assert_eq!(l.problems().len(), 2);
+    }
+
+    #[test]
+    fn two_clinics_may_not_share_a_sender() {
+        let mut s = crate::config::Settings::defaults().unwrap_or_else(|e| panic!("{e}"));
+        let clinic = |id: &str, fac: &str| {
+            let mut c: crate::config::ClinicConfig = serde_json::from_value(serde_json::json!({
+                "id": id, "api_key_sha256": "0".repeat(64), "app_secret": "s", "access_token": "t",
+                "numbers": [{"phone_number_id": format!("1{}", id.len()), "tier_mps": 80}]
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+            c.emr.hl7 = Some(link("EMR", fac));
+            c
+        };
+        s.clinics = vec![clinic("a", "X"), clinic("bb", "Y")];
+        assert!(validate_settings(&s).is_ok());
+        s.clinics = vec![clinic("a", "X"), clinic("bb", "x")];
+        let e = validate_settings(&s).err().unwrap_or_default();
+        assert!(e.contains("same emr.hl7"), "{e}");
     }
 
     #[test]

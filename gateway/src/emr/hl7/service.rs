@@ -128,20 +128,21 @@ impl Hl7Service {
         let clinic = match self.senders.find(&self.clinical.directory, app, fac) {
             Found::One(c) => c,
             Found::None => {
-                tracing::warn!(%peer, application = app.unwrap_or(""), facility = fac.unwrap_or(""), "HL7 message from an unknown sender");
+                // Echoed to the sender and logged: cut to a sane length.
+                let short = |s: Option<&str>| s.unwrap_or("").chars().take(64).collect::<String>();
+                let (app, fac) = (short(app), short(fac));
+                tracing::warn!(%peer, application = app, facility = fac, "HL7 message from an unknown sender");
                 let r = Refusal::reject(
                     ErrorCode::TableValueNotFound,
                     Some(ingest::at("MSH", 3, None)),
                     format!(
-                        "sending application {:?} / facility {:?} (MSH-3/MSH-4) is not linked to any clinic",
-                        app.unwrap_or(""),
-                        fac.unwrap_or("")
+                        "sending application {app:?} / facility {fac:?} (MSH-3/MSH-4) is not linked to any clinic"
                     ),
                 );
                 return Some(self.refused(&msg, None, label, r));
             }
             Found::Ambiguous => {
-                tracing::error!(%peer, application = app.unwrap_or(""), facility = fac.unwrap_or(""), "HL7 sender matches more than one clinic");
+                tracing::error!(%peer, "HL7 sender (MSH-3/MSH-4) matches more than one clinic");
                 let r = Refusal::reject(
                     ErrorCode::TableValueNotFound,
                     Some(ingest::at("MSH", 4, None)),
