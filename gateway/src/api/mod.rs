@@ -4,6 +4,7 @@ mod admin;
 mod appointments;
 mod auth;
 mod body;
+pub(crate) mod dead_letters;
 mod documents;
 mod health;
 mod limits;
@@ -84,6 +85,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .route("/v1/messages", web::post().to(messages::send))
         .route("/v1/messages/{id}", web::get().to(messages::get))
+        .route("/v1/messages", web::get().to(dead_letters::list))
+        .route(
+            "/v1/messages/{id}/retry",
+            web::post().to(dead_letters::retry),
+        )
         .route("/v1/prescriptions", web::post().to(documents::prescription))
         .route("/v1/lab-reports", web::post().to(documents::lab_report))
         .route(

@@ -27,6 +27,9 @@ pub async fn on_status(
                 .await;
         }
     }
+    if new_state == MessageState::Failed {
+        super::dead_letters::remember(&*state.store, &clinic.id, id, new_state).await;
+    }
     match new_state {
         MessageState::Failed
             if state

@@ -56,6 +56,8 @@ async fn end(
     error: Option<MessageError>,
 ) {
     finish(core, entry, AttemptOutcome::Ended { state, error }).await;
+    let (tenant, id) = (&record.message.tenant, &record.message.id);
+    crate::api::dead_letters::remember(&*core.deps.store, tenant, id, state).await;
     release(core, record).await;
     core.deps
         .metrics
