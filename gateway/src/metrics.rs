@@ -1,6 +1,9 @@
 //! Prometheus metrics, prefixed `clinic_gateway_`. Labels stay low-cardinality: no patient,
 //! message or number labels.
 
+pub mod ops;
+pub use ops::{store_unavailable, OpsMetrics};
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -8,6 +11,9 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Operations metrics: queue age, pacing, Meta error codes, webhook handling, event-to-send
+    /// latency, scheduler lag, store health, build info (see `METRICS.md`).
+    pub ops: OpsMetrics,
     /// API requests by route and status class.
     pub api_requests: IntCounterVec,
     pub api_latency: HistogramVec,
@@ -226,8 +232,10 @@ impl Metrics {
             "MLLP connections by result",
             &["result"],
         );
+        let ops = OpsMetrics::new(&registry);
         Self {
             registry,
+            ops,
             api_requests,
             api_latency,
             accepted,

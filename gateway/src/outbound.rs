@@ -108,7 +108,10 @@ impl Outbound {
             .reserve(&clinic.id, &msg.id, admission.price, now)
             .await?
         {
-            Reservation::Held { available } => available,
+            Reservation::Held { available } => {
+                self.metrics.wallet.with_label_values(&["reserved"]).inc();
+                available
+            }
             Reservation::Insufficient { available } => {
                 self.metrics
                     .refusals

@@ -23,6 +23,9 @@ pub fn spawn(clinical: Clinical, poll: Duration) {
             let claimed = match clinical.store.claim_due(now_ms(), BATCH, LEASE_MS).await {
                 Ok(c) => c,
                 Err(e) => {
+                    if matches!(e, crate::store::StoreError::Unavailable(_)) {
+                        crate::metrics::store_unavailable("scheduler");
+                    }
                     tracing::warn!(error = %e, "scheduler could not claim jobs");
                     tokio::time::sleep(poll * 4).await;
                     continue;

@@ -1,6 +1,7 @@
 //! HTTP edge: `/v1` clinic API, `/admin/v1` aggregator API, `/webhooks/whatsapp`, health, metrics.
 
 mod admin;
+mod admin_stats;
 mod appointments;
 mod auth;
 mod body;
@@ -160,6 +161,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/v1/clinics/{id}/wallet/credits",
             web::post().to(admin::credit),
+        )
+        .route(
+            "/admin/v1/clinics/{id}/stats",
+            web::get().to(admin_stats::clinic_stats),
         )
         .route("/webhooks/whatsapp", web::get().to(webhook::verify_get))
         .route("/webhooks/whatsapp", web::post().to(webhook::receive))

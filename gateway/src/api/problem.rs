@@ -113,6 +113,9 @@ impl From<crate::store::StoreError> for Problem {
             )
             .retry_after(5),
             other => {
+                if matches!(other, crate::store::StoreError::Unavailable(_)) {
+                    crate::metrics::store_unavailable("api");
+                }
                 tracing::error!(error = %other, "store error");
                 Problem::unavailable("the message store is unavailable; nothing was accepted")
             }

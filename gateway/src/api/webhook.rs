@@ -82,6 +82,7 @@ pub async fn receive(
     let body = read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let envelope: WebhookEnvelope = serde_json::from_slice(&body).map_err(|e| {
         metrics.webhooks.with_label_values(&["bad-payload"]).inc();
+        observe_webhook(metrics, "bad-payload", started);
         Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed-webhook",
@@ -120,6 +121,7 @@ pub async fn receive(
             .all(|s| verify(s.as_bytes(), &body, signature).is_ok());
     if !verified {
         metrics.webhooks.with_label_values(&["bad-signature"]).inc();
+        observe_webhook(metrics, "bad-signature", started);
         return Err(Problem::unauthorized(
             "X-Hub-Signature-256 does not verify for this business account",
         ));
@@ -132,20 +134,39 @@ pub async fn receive(
                 .await
                 .map_err(|e| {
                     metrics.webhooks.with_label_values(&["error"]).inc();
+                    observe_webhook(metrics, "error", started);
                     // Not 200: Meta delivers again, and applying is idempotent.
                     Problem::from(e)
                 })?;
         }
     }
+    // Meta delivered this again: every status item in it had been applied already.
+    if results.get("duplicate").is_some_and(|n| *n > 0)
+        && results
+            .keys()
+            .all(|k| matches!(*k, "duplicate" | "ignored"))
+    {
+        metrics.ops.webhook_duplicate_deliveries.inc();
+    }
     for (label, n) in results {
         metrics.statuses.with_label_values(&[label]).inc_by(n);
     }
     metrics.webhooks.with_label_values(&["ok"]).inc();
+    observe_webhook(metrics, "ok", started);
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "webhook applied"
     );
     Ok(HttpResponse::Ok().finish())
+}
+
+/// Webhook handling time by result (the labels of `webhook_requests_total`).
+fn observe_webhook(metrics: &crate::metrics::Metrics, result: &str, started: std::time::Instant) {
+    metrics
+        .ops
+        .webhook_duration
+        .with_label_values(&[result])
+        .observe(started.elapsed().as_secs_f64());
 }
 
 async fn apply_change(
@@ -180,6 +201,16 @@ async fn apply_change(
                 .await?;
         }
         Change::MessageTemplateStatusUpdate(u) => {
+            let status = serde_json::to_value(u.event)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "OTHER".into());
+            state
+                .metrics
+                .ops
+                .template_status_updates
+                .with_label_values(&[&status])
+                .inc();
             for clinic in state.directory.by_waba(waba) {
                 catalog::apply_status(&*state.store, &clinic, u).await?;
                 state.actors.templates_changed(&clinic.id);
@@ -214,6 +245,21 @@ async fn apply_status_item(
         return Ok("ignored");
     };
     let outcome = state.store.apply_status(number, &update).await?;
+    if let StatusOutcome::Applied { state: reached, .. } = &outcome {
+        let ops = &state.metrics.ops;
+        ops.message_states
+            .with_label_values(&[reached.as_str()])
+            .inc();
+        if let (MessageState::Failed, Some(e)) = (update.state, &update.error) {
+            ops.meta_errors
+                .with_label_values(&[
+                    &crate::metrics::ops::meta_code_label(e.code),
+                    crate::metrics::ops::meta_class_label(e.code),
+                    "status",
+                ])
+                .inc();
+        }
+    }
     let label = match &outcome {
         StatusOutcome::Applied { .. } => "applied",
         StatusOutcome::KeptEarly { .. } => "early",

@@ -167,6 +167,7 @@ impl Clinical {
             _ => false,
         };
         let cancelled = input.status == Some(AppointmentStatus::Cancelled);
+        let status_before = a.status;
         if let Some(status) = input.status.filter(|s| *s != a.status) {
             a.status = status;
             changed = true;
@@ -179,6 +180,9 @@ impl Clinical {
         }
         a.updated_ms = now;
         self.store.put_appointment(&a).await?;
+        if a.status != status_before {
+            crate::metrics::ops::count_attendance(&self.metrics, &*self.store, &a).await;
+        }
         let commands = if cancelled {
             appointments::cancelled_by_clinic(&a, clinic, now)
         } else if moved {

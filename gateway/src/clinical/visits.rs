@@ -70,6 +70,7 @@ impl Clinical {
                 a.status = AppointmentStatus::Attended;
                 a.updated_ms = now;
                 self.store.put_appointment(&a).await?;
+                crate::metrics::ops::count_attendance(&self.metrics, &*self.store, &a).await;
             }
         }
         let mut visit = Visit {

@@ -132,11 +132,25 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
         return defer(core, entry, due).await;
     }
     core.wait_if_paused().await;
+    let paced = Instant::now();
     core.pacer.until_tier_ready().await;
     if core.draining.get() {
         // Hand it back untouched: the next start sends it.
         return defer(core, entry, now_ms()).await;
     }
+    // The tier the directory has now (the pacer follows it through `SetTier`).
+    let tier = crate::metrics::ops::tier_label(
+        clinic
+            .numbers
+            .iter()
+            .find(|n| n.phone_number_id == entry.number)
+            .map_or(core.number.tier_mps, |n| n.tier_mps),
+    );
+    let ops = &core.deps.metrics.ops;
+    ops.pacing_wait
+        .with_label_values(&[&tier])
+        .observe(paced.elapsed().as_secs_f64());
+    ops.pacing_sends.with_label_values(&[&tier]).inc();
     let store = &core.deps.store;
     let attempt = match store
         .begin_attempt(&entry.number, &entry.message, now_ms())
@@ -189,6 +203,14 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
                     .sends
                     .with_label_values(&["accepted"])
                     .inc();
+                // Event to send: from the accept (the touchpoint's event or the API call) to
+                // Meta's 2xx, by lane (see METRICS.md for why lane, not touchpoint).
+                core.deps
+                    .metrics
+                    .ops
+                    .event_to_send
+                    .with_label_values(&[msg.lane.as_str()])
+                    .observe((now_ms() - msg.created_ms).max(0) as f64 / 1000.0);
                 tracing::debug!(message = %msg.id, to = %msg.to, attempt, "accepted by Meta");
                 return ack(core, entry).await;
             }
@@ -198,7 +220,21 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
                 gateway_error(0, "Meta answered without a message id"),
             ),
         },
-        Err(e) => classify_failure(&e),
+        Err(e) => {
+            if let ClientError::Api { error, .. } = &e {
+                core.deps
+                    .metrics
+                    .ops
+                    .meta_errors
+                    .with_label_values(&[
+                        &crate::metrics::ops::meta_code_label(error.code),
+                        crate::metrics::ops::meta_class_label(error.code),
+                        "send",
+                    ])
+                    .inc();
+            }
+            classify_failure(&e)
+        }
     };
 
     let next = core

@@ -154,6 +154,9 @@ async fn run(core: Rc<Core>) {
         let store = &core.deps.store;
         if let Err(e) = store.promote_due(&number, now_ms(), 1_000).await {
             store_errors += 1;
+            if matches!(e, crate::store::StoreError::Unavailable(_)) {
+                crate::metrics::store_unavailable("dispatcher");
+            }
             let wait = Duration::from_millis(100 * u64::from(store_errors.min(50)));
             tracing::warn!(number = %number, error = %e, "store unavailable; dispatcher backing off");
             tokio::time::sleep(wait).await;

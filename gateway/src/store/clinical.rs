@@ -79,6 +79,19 @@ pub trait JobStore: Send + Sync + 'static {
     async fn unschedule(&self, tenant: &TenantId, jobs: &[Job]) -> Result<(), StoreError>;
     /// Jobs waiting (due or not).
     async fn scheduled(&self) -> Result<u64, StoreError>;
+    /// The due time of the job that should have run first: the most overdue one (claimed jobs
+    /// count from the end of their lease). `None` when nothing is scheduled. For scheduler lag.
+    async fn oldest_due(&self) -> Result<Option<i64>, StoreError>;
+    /// When the oldest entry still waiting to be claimed in each lane of `number` was queued
+    /// (unix ms, by `Lane::index`), for the queue-age gauges. Stores that do not keep the time
+    /// of their entries answer `None` for every lane. (Kept beside the scheduler's probe rather
+    /// than on `Store`, whose contract the queue tests pin down.)
+    async fn oldest_ready(
+        &self,
+        _number: &crate::domain::PhoneNumberId,
+    ) -> Result<[Option<i64>; 3], StoreError> {
+        Ok([None; 3])
+    }
 }
 
 /// The scheduler's member string for a job: stable, so scheduling is idempotent.

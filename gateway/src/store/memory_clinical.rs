@@ -166,4 +166,8 @@ impl JobStore for MemoryStore {
     async fn scheduled(&self) -> Result<u64, StoreError> {
         Ok(self.clinical.lock().jobs.len() as u64)
     }
+
+    async fn oldest_due(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.clinical.lock().jobs.values().min().copied())
+    }
 }

@@ -21,6 +21,40 @@ end
 return due
 ";
 
+/// The due time (score) of the first job, as a string; nil when there is none.
+const OLDEST_JOB: &str = r"
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 0 then return false end
+return first[2]
+";
+
+/// Per lane stream (KEYS[1..3]), the id of the first entry not yet delivered to consumer group
+/// ARGV[1] (the oldest entry waiting to be claimed), or '' when none waits.
+const OLDEST_READY: &str = r"
+local out = {}
+for i = 1, 3 do
+  local first = ''
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local last = '0-0'
+    local groups = redis.pcall('XINFO', 'GROUPS', KEYS[i])
+    if type(groups) == 'table' and groups.err == nil then
+      for _, g in ipairs(groups) do
+        local name, delivered
+        for j = 1, #g - 1, 2 do
+          if g[j] == 'name' then name = g[j + 1] end
+          if g[j] == 'last-delivered-id' then delivered = g[j + 1] end
+        end
+        if name == ARGV[1] and delivered then last = delivered end
+      end
+    end
+    local r = redis.call('XRANGE', KEYS[i], '(' .. last, '+', 'COUNT', 1)
+    if #r > 0 then first = r[1][1] end
+  end
+  out[i] = first
+end
+return out
+";
+
 fn text(key: &str, v: &Value) -> Result<String, StoreError> {
     reply_text(v).ok_or_else(|| corrupt(key, format!("expected a string, got {v:?}")))
 }
@@ -244,6 +278,57 @@ impl JobStore for RedisStore {
         }
         self.cmd(&zrem).await?;
         Ok(())
+    }
+
+    async fn oldest_due(&self) -> Result<Option<i64>, StoreError> {
+        let key = self.keys().jobs();
+        let mut c = self.conn().await?;
+        let v: Value = Script::new(OLDEST_JOB)
+            .key(&key)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if matches!(v, Value::Nil) {
+            return Ok(None);
+        }
+        let score = text(&key, &v)?;
+        let due = score
+            .parse::<f64>()
+            .ok()
+            .filter(|d| d.is_finite())
+            .ok_or_else(|| corrupt(&key, format!("job score {score:?} is not a number")))?;
+        Ok(Some(due as i64))
+    }
+
+    async fn oldest_ready(
+        &self,
+        number: &crate::domain::PhoneNumberId,
+    ) -> Result<[Option<i64>; 3], StoreError> {
+        let [care, reminders, bulk] = self.keys().lanes(number);
+        let mut c = self.conn().await?;
+        let v: Value = Script::new(OLDEST_READY)
+            .key(&care)
+            .key(&reminders)
+            .key(&bulk)
+            .arg(super::keys::GROUP)
+            .invoke_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let ids = list(&care, &v)?;
+        let mut out = [None; 3];
+        for (slot, id) in out.iter_mut().zip(ids) {
+            let id = text(&care, id)?;
+            if id.is_empty() {
+                continue;
+            }
+            // A stream id is `<unix ms>-<sequence>`: the time the entry was added.
+            let ms = id
+                .split_once('-')
+                .and_then(|(ms, _)| ms.parse::<i64>().ok())
+                .ok_or_else(|| corrupt(&care, format!("{id:?} is not a stream id")))?;
+            *slot = Some(ms);
+        }
+        Ok(out)
     }
 
     async fn scheduled(&self) -> Result<u64, StoreError> {
