@@ -499,7 +499,7 @@ async fn official_examples_are_accepted_or_refused_with_a_reason() {
         ("medicationrequest0301.json", Method::POST, "/MedicationRequest", 400,
             "MedicationRequest is not taken here on its own", false),
         ("patient-example.json", Method::PUT, "/Patient/example", 200,
-            "the mobile phone of Patient/example is not a number WhatsApp can reach", false),
+            "Patient/example accepted but not stored in the clinic's patient directory, and nothing is sent for a Patient. Note: Patient: the mobile phone of Patient/example is not a number WhatsApp can reach", false),
         ("r5-notification-handshake.json", Method::POST, "", 200, "handshake acknowledged", false),
         // The empty notification makes the gateway search; the server's in-progress Encounter
         // is found and has nothing to send.
@@ -561,7 +561,7 @@ async fn official_examples_are_accepted_or_refused_with_a_reason() {
         "{d}"
     );
     assert!(d.contains("nothing was acted on"), "{d}");
-    // The Patient carries a warning, not an error.
+    // The Patient carries a warning, not an error, and is not in the directory.
     let (_, v) = fhir(
         &app,
         Method::POST,
@@ -570,6 +570,10 @@ async fn official_examples_are_accepted_or_refused_with_a_reason() {
     )
     .await;
     assert_eq!(v["issue"][0]["severity"], "warning");
+    let (s, _) = app
+        .call(Method::GET, "/v1/patients/Patient%2Fexample", KEY_A, None)
+        .await;
+    assert_eq!(s, 404);
     // The empty notification made the gateway search the clinic's server for what changed.
     let searches = emr.requests("GET", "/fhir/Appointment");
     assert!(
@@ -979,6 +983,7 @@ async fn transaction_batch_and_abdm_document_bundles() {
     let p = patient(621);
     let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:0c3a6b4e-1111-4c1e-9a55-000000000001", "resource": {"resourceType": "Patient",
+            "identifier": [{"system": "urn:mrn", "value": "TX-1"}],
             "name": [{"given": ["Kiran"], "family": "Shah"}], "telecom": [{"system": "phone", "value": p, "use": "mobile"}]},
             "request": {"method": "POST", "url": "Patient"}},
         {"fullUrl": "urn:uuid:0c3a6b4e-1111-4c1e-9a55-000000000002", "resource": {"resourceType": "Practitioner",
@@ -1011,8 +1016,23 @@ async fn transaction_batch_and_abdm_document_bundles() {
         .unwrap_or_default();
     assert_eq!(
         statuses,
-        ["200 OK", "200 OK", "201 Created", "201 Created"],
+        ["201 Created", "200 OK", "201 Created", "201 Created"],
         "{v}"
+    );
+    // The Patient (without an id: keyed by its first identifier) is in the clinic's directory.
+    let (s, stored) = app
+        .call(
+            Method::GET,
+            "/v1/patients/Patient%3Fidentifier%3Durn%3Amrn%7CTX-1",
+            KEY_A,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{stored}");
+    assert_eq!(
+        (stored["name"].as_str(), stored["phone"].as_str()),
+        (Some("Kiran Shah"), Some(p.as_str())),
+        "{stored}"
     );
     let c = sent_template(&app, &p, "appointment_confirmation")
         .await
@@ -1128,6 +1148,125 @@ async fn transaction_batch_and_abdm_document_bundles() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(templates_to(&app, &p4, "prescription_ready").len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_patient_put_is_kept_in_the_clinics_patient_directory() {
+    let app = spawn_app("fhir_patient", Options::default()).await;
+    let p = patient(630);
+    let resource = |given: &str| {
+        json!({"resourceType": "Patient", "id": "pat-630",
+        "identifier": [{"system": "urn:mrn", "value": "MRN-630"}],
+        "name": [{"use": "official", "given": [given], "family": "Nair"}],
+        "telecom": [{"system": "phone", "value": "080 4123 4567", "use": "work", "rank": 1},
+                    {"system": "phone", "value": p, "use": "mobile", "rank": 2}],
+        "gender": "female", "birthDate": "1979-06-02",
+        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en-IN"}]}},
+                          {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "ml-IN"}]}, "preferred": true}]})
+    };
+    let (s, v) = fhir(
+        &app,
+        Method::PUT,
+        "/Patient/pat-630",
+        Some(&resource("Anjali")),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        diagnostics(&v).contains(
+            "Patient/pat-630 added to the clinic's patient directory as `Patient/pat-630`"
+        ),
+        "{v}"
+    );
+    let get = |key: &'static str| {
+        let app = &app;
+        async move {
+            app.call(Method::GET, "/v1/patients/Patient%2Fpat-630", key, None)
+                .await
+        }
+    };
+    let (s, created) = get(KEY_A).await;
+    assert_eq!(s, 200, "{created}");
+    assert_eq!(
+        (
+            created["external_id"].as_str(),
+            created["phone"].as_str(),
+            created["name"].as_str(),
+            created["language"].as_str(),
+            created["birth_date"].as_str(),
+            created["sex"].as_str(),
+            created["consent"]["care"]["source"].as_str(),
+        ),
+        (
+            Some("Patient/pat-630"),
+            Some(p.as_str()),
+            Some("Anjali Nair"),
+            Some("ml"),
+            Some("1979-06-02"),
+            Some("female"),
+            Some("default"),
+        ),
+        "{created}"
+    );
+
+    // A new name: the same record, updated; the same resource again: nothing changes.
+    let (s, v) = fhir(
+        &app,
+        Method::PUT,
+        "/Patient/pat-630",
+        Some(&resource("Anjali K")),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        diagnostics(&v).contains("updated in the clinic's patient directory"),
+        "{v}"
+    );
+    let (_, updated) = get(KEY_A).await;
+    assert_eq!(updated["name"], "Anjali K Nair", "{updated}");
+    let (s, v) = fhir(
+        &app,
+        Method::PUT,
+        "/Patient/pat-630",
+        Some(&resource("Anjali K")),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(diagnostics(&v).contains("already up to date"), "{v}");
+    let (_, again) = get(KEY_A).await;
+    assert_eq!(again, updated, "a re-sent Patient changed the record");
+    let (_, listed) = app.call(Method::GET, "/v1/patients", KEY_A, None).await;
+    assert_eq!(listed["total"], 1, "one record: {listed}");
+
+    // Another clinic cannot see it.
+    let (s, _) = get(KEY_B).await;
+    assert_eq!(s, 404);
+    let (_, listed) = app.call(Method::GET, "/v1/patients", KEY_B, None).await;
+    assert_eq!(listed["total"], 0, "{listed}");
+
+    // Without a usable mobile: accepted with a warning, not stored.
+    let mut no_mobile = resource("Ravi");
+    no_mobile["id"] = json!("pat-631");
+    no_mobile["telecom"] = json!([{"system": "email", "value": "ravi@example.in"}]);
+    let (s, v) = fhir(&app, Method::PUT, "/Patient/pat-631", Some(&no_mobile)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["issue"][0]["severity"], "warning", "{v}");
+    assert!(
+        diagnostics(&v).contains("not stored in the clinic's patient directory"),
+        "{v}"
+    );
+    let (s, _) = app
+        .call(Method::GET, "/v1/patients/Patient%2Fpat-631", KEY_A, None)
+        .await;
+    assert_eq!(s, 404);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        app.sim
+            .sent()
+            .iter()
+            .all(|r| r.to != p.trim_start_matches('+')),
+        "nothing is sent for a Patient"
+    );
 }
 
 #[actix_rt::test]
@@ -1346,6 +1485,7 @@ fn exercise(
         }
         R::Patient(p) => {
             let _ = ingest::patient_of(p, "x", clinic, "x");
+            let _ = ingest::patient_record(p, "x", clinic, now);
         }
         R::Bundle(b) if depth < 2 => {
             if let Ok(doc) = fhir_r4::AbdmDocument::from_bundle(b) {

@@ -1005,3 +1005,192 @@ async fn mllp_over_tls() {
         .await;
     assert!(plain.read_frame(Duration::from_secs(2)).await.is_none());
 }
+
+fn adt(kind: &str, control: &str, pid: &str) -> String {
+    [msh(kind, control), "EVN|A04".to_owned(), pid.to_owned()]
+        .iter()
+        .map(|s| format!("{s}\r"))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn adt_a04_then_a08_keep_one_directory_record_per_patient() {
+    let app = spawn_app("hl7_adt", options(None, |_| {})).await;
+    let p = patient(508);
+    let mut emr = Mllp::connect(&app).await;
+
+    // A04: AA means stored, so the record is there the moment the ACK is.
+    let ack = emr.call(&adt("ADT^A04^ADT_A01", "R-1", &pid(&p))).await;
+    assert_eq!(ack.code(), "AA", "{ack:?}");
+    let (s, created) = app
+        .call(Method::GET, "/v1/patients/MRN-77", KEY_A, None)
+        .await;
+    assert_eq!(s, 200, "{created}");
+    assert_eq!(
+        (
+            created["external_id"].as_str(),
+            created["phone"].as_str(),
+            created["name"].as_str(),
+            created["language"].as_str(),
+            created["birth_date"].as_str(),
+            created["sex"].as_str(),
+        ),
+        (
+            Some("MRN-77"),
+            Some(p.as_str()),
+            Some("Priya Sharma"),
+            Some("en"),
+            Some("1988-04-12"),
+            Some("female")
+        ),
+        "{created}"
+    );
+
+    // The clinic tags the patient and records promotional consent through the API; the EMR's
+    // update keeps both.
+    let mut tagged = created.clone();
+    for k in ["updated_ms", "consent", "last_visit_ms"] {
+        if let Some(o) = tagged.as_object_mut() {
+            o.remove(k);
+        }
+    }
+    tagged["tags"] = serde_json::json!(["diabetic"]);
+    tagged["consent"] = serde_json::json!({"promotional": true});
+    let (s, v) = app
+        .call(Method::PUT, "/v1/patients/MRN-77", KEY_A, Some(tagged))
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    // A08 for the same PID-3: the name changes, nothing else the EMR does not speak for.
+    let update = pid(&p).replace("Sharma^Priya", "Sharma^Priyanka");
+    let ack = emr.call(&adt("ADT^A08^ADT_A01", "R-2", &update)).await;
+    assert_eq!(ack.code(), "AA", "{ack:?}");
+    let (_, updated) = app
+        .call(Method::GET, "/v1/patients/MRN-77", KEY_A, None)
+        .await;
+    assert_eq!(updated["name"], "Priyanka Sharma", "{updated}");
+    assert_eq!(
+        updated["tags"],
+        serde_json::json!(["diabetic"]),
+        "{updated}"
+    );
+    assert_eq!(updated["consent"]["promotional"]["granted"], true);
+    assert_eq!(updated["consent"]["promotional"]["source"], "api");
+    let (_, listed) = app.call(Method::GET, "/v1/patients", KEY_A, None).await;
+    assert_eq!(listed["total"], 1, "one record: {listed}");
+
+    // Re-sent (same MSH-10, or a new one with the same content): nothing changes.
+    assert_eq!(
+        emr.call(&adt("ADT^A08^ADT_A01", "R-2", &update))
+            .await
+            .code(),
+        "AA"
+    );
+    assert_eq!(
+        emr.call(&adt("ADT^A08^ADT_A01", "R-3", &update))
+            .await
+            .code(),
+        "AA"
+    );
+    let (_, again) = app
+        .call(Method::GET, "/v1/patients/MRN-77", KEY_A, None)
+        .await;
+    assert_eq!(again, updated, "a re-sent update changed the record");
+
+    // Another clinic cannot see it.
+    let (s, v) = app
+        .call(Method::GET, "/v1/patients/MRN-77", KEY_B, None)
+        .await;
+    assert_eq!(s, 404, "{v}");
+    let (_, listed) = app.call(Method::GET, "/v1/patients", KEY_B, None).await;
+    assert_eq!(listed["total"], 0, "{listed}");
+
+    // A discharge (A03) moves the known patient's last visit to the visit's end.
+    let end = local(-3_600_000);
+    let a03: String = [
+        msh("ADT^A03^ADT_A03", "R-4"),
+        "EVN|A03".to_owned(),
+        update.clone(),
+        {
+            // PV1-2 class, PV1-7 doctor, PV1-19 visit number, PV1-45 discharge.
+            let mut pv1 = vec![String::new(); 46];
+            pv1[0] = "PV1".into();
+            pv1[1] = "1".into();
+            pv1[2] = "O".into();
+            pv1[7] = "D7^Rao^Meera".into();
+            pv1[19] = "V-508".into();
+            pv1[45] = end.clone();
+            pv1.join("|")
+        },
+    ]
+    .iter()
+    .map(|s| format!("{s}\r"))
+    .collect();
+    let ack = emr.call(&a03).await;
+    assert_eq!(ack.code(), "AA", "{ack:?}");
+    let (_, visited) = app
+        .call(Method::GET, "/v1/patients/MRN-77", KEY_A, None)
+        .await;
+    let expected = chrono::NaiveDateTime::parse_from_str(&end, "%Y%m%d%H%M%S")
+        .ok()
+        .and_then(|t| {
+            use chrono::TimeZone;
+            chrono_tz::Asia::Kolkata.from_local_datetime(&t).single()
+        })
+        .map(|t| t.timestamp_millis());
+    assert_eq!(visited["last_visit_ms"].as_i64(), expected, "{visited}");
+
+    // An A08 without a usable phone: AE at PID-13, the record untouched.
+    let no_phone = update.replace(&format!("^PRN^CP^^^^^^^^^{p}"), "^PRN^CP^^^^^^^^^12");
+    let ack = emr.call(&adt("ADT^A08", "R-5", &no_phone)).await;
+    assert_eq!(
+        (ack.code(), ack.get("ERR-2"), ack.get("ERR-2.3")),
+        ("AE".into(), "PID".into(), "13".into()),
+        "{ack:?}"
+    );
+    let (_, after) = app
+        .call(Method::GET, "/v1/patients/MRN-77", KEY_A, None)
+        .await;
+    assert_eq!(after, visited);
+    let m = app.metrics_text().await;
+    assert_eq!(
+        metric(
+            &m,
+            "clinic_gateway_hl7_messages_total",
+            &[("type", "ADT^A08"), ("code", "AA")]
+        ),
+        2.0,
+        "{m}"
+    );
+}
+
+#[actix_rt::test]
+async fn an_adt_without_a_phone_is_accepted_unstored_when_the_clinic_asks_for_aa() {
+    let app = spawn_app(
+        "hl7_adt_aa",
+        options(None, |s| {
+            if let Some(l) = s.clinics[0].emr.hl7.as_mut() {
+                l.unprocessable_ack = clinic_gateway::emr::hl7::UnprocessableAck::Aa;
+            }
+        }),
+    )
+    .await;
+    let p = patient(509);
+    let mut emr = Mllp::connect(&app).await;
+    let no_phone = pid(&p).replace(&format!("^PRN^CP^^^^^^^^^{p}"), "");
+    let ack = emr.call(&adt("ADT^A04", "W-1", &no_phone)).await;
+    assert_eq!(
+        (
+            ack.code(),
+            ack.get("ERR-2"),
+            ack.get("ERR-2.3"),
+            ack.get("ERR-4")
+        ),
+        ("AA".into(), "PID".into(), "13".into(), "W".into()),
+        "{ack:?}"
+    );
+    let (s, _) = app
+        .call(Method::GET, "/v1/patients/MRN-77", KEY_A, None)
+        .await;
+    assert_eq!(s, 404);
+}

@@ -8,10 +8,11 @@
 //! plus content hash, visits by external id), so the same resource sent twice, or a new
 //! `versionId` that changes nothing the patient sees, never sends a second message.
 //!
-//! Patients: a `Patient` resource on its own sends nothing and is not stored (the gateway keeps
-//! no patient directory for FHIR clinics). Patients are read where they are needed: contained in
-//! the resource (`#id`), in the same transaction/batch/document Bundle, or from the clinic's FHIR
-//! server by reference.
+//! Patients: a `Patient` resource on its own sends nothing; with a usable mobile it is created or
+//! updated in the clinic's patient directory ([`patient_record`]), keyed `Patient/<id>` (else by
+//! its first identifier). Where other resources need their patient, it is read where it is:
+//! contained in the resource (`#id`), in the same transaction/batch/document Bundle, or from the
+//! clinic's FHIR server by reference.
 
 use chrono::TimeZone;
 use fhir_r4::{
@@ -27,7 +28,13 @@ use crate::clinical::ChangeRequest;
 use crate::domain::appointment::{Appointment, AppointmentStatus, Patient};
 use crate::domain::records::DocumentKind;
 use crate::domain::E164;
+use crate::emr::hl7::ingest::patient::lenient_record;
+use crate::patients::input::{FieldError, InputContext, PatientInput};
+use crate::patients::PatientRecord;
 use crate::tenants::ClinicSettings;
+
+/// The consent source recorded for what FHIR states (it never states consent today).
+pub const FHIR_SOURCE: &str = "fhir";
 
 /// Resource types the gateway acts on (or, for Patient, accepts).
 pub const ACCEPTED_TYPES: [&str; 5] = [
@@ -265,6 +272,64 @@ pub fn patient_of(
             .map(|n| bounded(&n, MAX_LABEL))
             .unwrap_or_default(),
         language: p.preferred_language().and_then(meta_language),
+    })
+}
+
+/// A Patient as a record of the clinic's patient directory: external id `Patient/<id>` (else its
+/// first identifier, as [`external_id`] keys it), the mobile, name and preferred language as
+/// [`patient_of`] reads them, `birthDate` (full dates only) and `gender`. Consent is not stated
+/// (the stored consent stays). `Err` says why it cannot be stored: no id or identifier, no usable
+/// mobile. Fields the directory would refuse (a birth date in the future) are left out and
+/// listed.
+pub fn patient_record(
+    p: &fhir_r4::Patient,
+    label: &str,
+    clinic: &ClinicSettings,
+    now_ms: i64,
+) -> Result<(PatientRecord, Vec<FieldError>), String> {
+    let keyed = p.id.as_deref().is_some_and(is_fhir_id)
+        || p.identifier
+            .iter()
+            .any(|i| i.value.as_deref().is_some_and(|v| !v.trim().is_empty()));
+    if !keyed {
+        return Err(format!(
+            "{label} has neither an id nor an identifier to keep it by"
+        ));
+    }
+    let id = external_id("Patient", p.id.as_deref(), &p.identifier, &[]);
+    let who = patient_of(p, label, clinic, "Patient").map_err(|f| {
+        f.outcome
+            .issue
+            .first()
+            .and_then(|i| i.diagnostics.clone())
+            .unwrap_or_else(|| format!("{label} has no usable mobile phone"))
+    })?;
+    let input = PatientInput {
+        external_id: Some(id),
+        phone: who.phone.as_str().to_owned(),
+        name: Some(who.name).filter(|n| !n.trim().is_empty()),
+        language: who.language,
+        birth_date: p
+            .birth_date
+            .as_ref()
+            .map(|d| d.as_str().trim().to_owned())
+            .filter(|d| d.len() == 10),
+        sex: p.gender.map(|g| g.as_str().to_owned()),
+        ..PatientInput::default()
+    };
+    let ctx = InputContext {
+        default_country_code: clinic.default_country_code.clone(),
+        time_zone: clinic.time_zone.parse().unwrap_or(chrono_tz::UTC),
+        now_ms,
+        source: FHIR_SOURCE.to_owned(),
+    };
+    lenient_record(input, &ctx).map_err(|e| {
+        let field = match e.field.as_str() {
+            "phone" => "Patient.telecom",
+            "external_id" => "Patient.id",
+            other => other,
+        };
+        format!("{label}: {field}: {}", e.detail)
     })
 }
 

@@ -1,7 +1,7 @@
 //! Runs FHIR ingest against the clinical layer in two steps: [`Ingest::plan`] reads what it
 //! needs (the gateway's record of the appointment, referenced Patients and attachment URLs from
 //! the clinic's server) without changing anything, and [`Ingest::execute`] books, changes,
-//! delivers or records. A transaction Bundle plans every entry before executing any, so an entry
+//! delivers, records, or stores a Patient in the clinic's patient directory. A transaction Bundle plans every entry before executing any, so an entry
 //! that cannot be acted on (no patient phone, a broken PDF) rejects the whole Bundle untouched.
 
 use std::sync::Arc;
@@ -14,9 +14,13 @@ use super::ingest::{
 };
 use super::outcome::{from_clinical, Failure};
 use super::remote::Remote;
-use crate::clinical::{BookRequest, ChangeRequest, Clinical, DocumentRequest, VisitRequest};
+use crate::clinical::{
+    BookRequest, ChangeRequest, Clinical, ClinicalError, DocumentRequest, VisitRequest,
+};
 use crate::clock::now_ms;
 use crate::domain::appointment::{Appointment, AppointmentStatus, Patient};
+use crate::emr::hl7::ingest::patient::{upsert_from_emr, Stored};
+use crate::patients::PatientRecord;
 use crate::tenants::ClinicSettings;
 
 const APPOINTMENT_FIELDS: &[(&str, &str)] = &[
@@ -73,6 +77,13 @@ pub enum Planned {
     Visit {
         label: String,
         request: VisitRequest,
+    },
+    /// Create or update a patient in the clinic's directory.
+    Patient {
+        label: String,
+        record: Box<PatientRecord>,
+        /// Fields left out because the directory would refuse them.
+        notes: Vec<String>,
     },
     Nothing(Done),
 }
@@ -270,26 +281,23 @@ impl<'a> Ingest<'a> {
             }
             Resource::Patient(p) => {
                 let label = label_of(rt, p.id.as_deref());
-                let base = format!(
-                    "{label} accepted: nothing is sent for a Patient and the gateway keeps no copy; it reads Patients where Appointments, reports and Encounters reference them"
-                );
-                Ok(Planned::Nothing(
-                    match ingest::patient_of(p, &label, self.clinic, "Patient") {
-                        Ok(_) => Done::nothing(base),
-                        Err(f) => Done {
-                            acted: false,
-                            message: format!(
-                                "{base}. Note: {}",
-                                f.outcome
-                                    .issue
-                                    .first()
-                                    .and_then(|i| i.diagnostics.clone())
-                                    .unwrap_or_default()
-                            ),
-                            warning: true,
-                        },
+                Ok(match ingest::patient_record(p, &label, self.clinic, now) {
+                    Ok((record, dropped)) => Planned::Patient {
+                        label,
+                        record: Box::new(record),
+                        notes: dropped
+                            .iter()
+                            .map(|e| format!("{} left out ({})", e.field, e.detail))
+                            .collect(),
                     },
-                ))
+                    Err(why) => Planned::Nothing(Done {
+                        acted: false,
+                        message: format!(
+                            "{label} accepted but not stored in the clinic's patient directory, and nothing is sent for a Patient. Note: {why}"
+                        ),
+                        warning: true,
+                    }),
+                })
             }
             other => Err(Failure::not_supported(format!(
                 "{} is not taken here: the gateway acts on {}",
@@ -412,10 +420,39 @@ impl<'a> Ingest<'a> {
         }
     }
 
-    /// Books, changes, delivers or records what was planned.
+    /// Books, changes, delivers, records or stores what was planned.
     pub async fn execute(&self, planned: Planned) -> Result<Done, Failure> {
         match planned {
             Planned::Nothing(done) => Ok(done),
+            Planned::Patient {
+                label,
+                record,
+                notes,
+            } => {
+                let stored =
+                    upsert_from_emr(&self.clinical.broadcasts.patients, &self.clinic.id, *record)
+                        .await
+                        .map_err(|e| from_clinical(ClinicalError::Store(e), &[]))?;
+                let r = stored.record();
+                let (acted, what) = match &stored {
+                    Stored::Created(_) => (true, "added to"),
+                    Stored::Updated(_) => (true, "updated in"),
+                    Stored::Unchanged(_) => (false, "already up to date in"),
+                };
+                let mut message = format!(
+                    "{label} {what} the clinic's patient directory as `{}` ({}); nothing is sent for a Patient",
+                    r.external_id,
+                    r.phone.masked()
+                );
+                if !notes.is_empty() {
+                    message.push_str(&format!(". Note: {}", notes.join("; ")));
+                }
+                Ok(Done {
+                    acted,
+                    message,
+                    warning: !notes.is_empty(),
+                })
+            }
             Planned::Book { label, request } => {
                 let to = request.patient.phone.masked();
                 let booked = self

@@ -8,8 +8,8 @@
 //! | SIU^S15 / S26 | [`Action::Change`] to cancelled / no-show (unknown appointments: nothing to do) |
 //! | ORU^R01, OBR-25 F or C, PDF in OBX ED | [`Action::Documents`], lab reports keyed by filler order (a C with other bytes is a correction) |
 //! | MDM^T02 / T10 with a PDF | [`Action::Documents`]: prescription (TXA-2 RX), discharge summary (DS), else health record |
-//! | ADT^A03 | [`Action::Visit`] (PV1-45 end, PV1-10 / PV1-2 visit type, PV1-19 id) |
-//! | ADT^A04 / A08 | [`Action::Ignore`]: the gateway keeps no patient directory |
+//! | ADT^A03 | [`Action::Visit`] (PV1-45 end, PV1-10 / PV1-2 visit type, PV1-19 id; moves a known patient's last visit) |
+//! | ADT^A04 / A08 | [`Action::UpsertPatient`] into the clinic's patient directory (see [`patient`]) |
 //!
 //! Refusals say which acknowledgment they deserve: [`Verdict::Reject`] (AR: unparsable,
 //! structurally incomplete, unsupported type, version or processing id) or
@@ -26,10 +26,14 @@ use hl7_v2::Message;
 
 use super::Hl7Link;
 use crate::clinical::{BookRequest, ChangeRequest, DocumentRequest, VisitRequest};
+use crate::clock::now_ms;
 use crate::domain::appointment::{AppointmentStatus, Patient};
 use crate::domain::records::DocumentKind;
 use crate::domain::E164;
+use crate::patients::PatientRecord;
 use crate::tenants::ClinicSettings;
+
+pub mod patient;
 
 /// The longest external id the clinical layer takes.
 const MAX_EXTERNAL_ID: usize = 128;
@@ -48,7 +52,15 @@ pub enum Action {
     },
     /// Deliver each document (one per PDF).
     Documents(Vec<DocumentRequest>),
-    Visit(VisitRequest),
+    /// Record the completed visit; then move the last visit of the directory's patient with this
+    /// external id (PID-3), if the clinic has them, to the visit's end.
+    Visit {
+        request: VisitRequest,
+        patient: Option<String>,
+    },
+    /// Create or update the patient in the clinic's directory (consent not stated: the stored
+    /// consent stays).
+    UpsertPatient(Box<PatientRecord>),
     /// Accepted; nothing to do (why, for the log).
     Ignore(String),
 }
@@ -211,11 +223,7 @@ pub fn map(
         "MDM" if header.is("MDM", "T02") || header.is("MDM", "T10") => mdm(msg, header, clinic, tz),
         "ADT" if header.is("ADT", "A03") => adt_discharge(msg, header, clinic, tz),
         "ADT" if header.is("ADT", "A04") || header.is("ADT", "A08") => {
-            // Validate the structure all the same.
-            AdtMessage::from_message(msg, tz).map_err(view_refusal)?;
-            Ok(Action::Ignore(
-                "patient registration/update: the gateway keeps no patient directory".into(),
-            ))
+            patient::registration(msg, clinic, tz, now_ms())
         }
         "ORU" | "MDM" | "ADT" => Err(unsupported_event()),
         "" => Err(Refusal::reject(
@@ -283,27 +291,7 @@ pub fn patient(
         .chain(pid.best_phone())
         .chain(pid.phones.iter())
         .filter_map(|p| p.number.as_deref());
-    let mut saw_number = false;
-    let mut phone = None;
-    for raw in candidates {
-        saw_number = true;
-        if let Ok(p) = E164::parse_with_default(raw, Some(&clinic.default_country_code)) {
-            phone = Some(p);
-            break;
-        }
-    }
-    let Some(phone) = phone else {
-        let why = if saw_number {
-            "PID-13: no phone number of the patient is a valid mobile number"
-        } else {
-            "PID-13: the patient has no phone number"
-        };
-        return Err(Refusal::unprocessable(
-            ErrorCode::RequiredFieldMissing,
-            Some(at("PID", 13, None)),
-            why,
-        ));
-    };
+    let phone = phone_from(candidates, clinic)?;
     let name = pid
         .name
         .as_ref()
@@ -326,6 +314,30 @@ pub fn patient(
         name: cut(&name, MAX_TEXT),
         language: pid.language.as_ref().and_then(language),
     })
+}
+
+/// The first candidate that is a valid number in the clinic's numbering, else AE at PID-13.
+fn phone_from<'a>(
+    candidates: impl Iterator<Item = &'a str>,
+    clinic: &ClinicSettings,
+) -> Result<E164, Refusal> {
+    let mut saw_number = false;
+    for raw in candidates {
+        saw_number = true;
+        if let Ok(p) = E164::parse_with_default(raw, Some(&clinic.default_country_code)) {
+            return Ok(p);
+        }
+    }
+    let why = if saw_number {
+        "PID-13: no phone number of the patient is a valid mobile number"
+    } else {
+        "PID-13: the patient has no phone number"
+    };
+    Err(Refusal::unprocessable(
+        ErrorCode::RequiredFieldMissing,
+        Some(at("PID", 13, None)),
+        why,
+    ))
 }
 
 /// PID-15 → a Meta language code: ISO 639-1 as is, ISO 639-2 for India's languages and
@@ -756,6 +768,10 @@ fn adt_discharge(
             "required segment PV1 is missing",
         ));
     };
+    let patient_id = adt
+        .patient
+        .as_ref()
+        .and_then(|p| patient::first_identifier(p).ok().flatten());
     let patient = patient(adt.patient.as_ref(), clinic)?;
     let completed = match visit.discharged_at {
         Some(t) => t.utc.timestamp_millis(),
@@ -801,14 +817,17 @@ fn adt_discharge(
         Some(n) => external_id(n, at("PV1", 19, None))?,
         None => fallback_id(header, "visit")?,
     };
-    Ok(Action::Visit(VisitRequest {
-        external_id: Some(external),
-        patient,
-        visit_type: cut(&visit_type, 64),
-        doctor: doctor(visit.attending.as_ref(), clinic),
-        appointment: None,
-        completed_ms: completed,
-    }))
+    Ok(Action::Visit {
+        request: VisitRequest {
+            external_id: Some(external),
+            patient,
+            visit_type: cut(&visit_type, 64),
+            doctor: doctor(visit.attending.as_ref(), clinic),
+            appointment: None,
+            completed_ms: completed,
+        },
+        patient: patient_id,
+    })
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! frame; the load generator and tests can call it directly.
 //!
 //! Order of checks: parse (AR) → sender by MSH-3/MSH-4 and source address (AR) → MSH-10 present
-//! (AR) → mapping ([`super::ingest`]: AR / AE) → per-appointment lock → seen (sender, MSH-10)
-//! with the same content (AA, nothing done) → the clinical request (AE when it fails for a
-//! reason the sender can fix or should retry) → remember (sender, MSH-10) → AA.
+//! (AR) → mapping ([`super::ingest`]: AR / AE) → per-appointment (or per-patient) lock → seen
+//! (sender, MSH-10) with the same content (AA, nothing done) → the clinical request or the
+//! patient directory write (AE when it fails for a reason the sender can fix or should retry) →
+//! remember (sender, MSH-10) → AA.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,11 +20,13 @@ use hl7_v2::{Message, ParseError};
 use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
 
+use super::ingest::patient::{self as emr_patient, Stored};
 use super::ingest::{self, Action, IfUnknown, Refusal, Verdict};
 use super::{Hl7Link, UnprocessableAck};
 use crate::clinical::{Clinical, ClinicalError};
 use crate::clock::now_ms;
 use crate::domain::TenantId;
+use crate::store::StoreError;
 use crate::tenants::ClinicSettings;
 
 /// Marker slot of seen (sender, MSH-10) pairs.
@@ -192,7 +195,7 @@ impl Hl7Service {
         let lock_key = format!(
             "{}|{}",
             clinic.id,
-            lock_subject(&action).unwrap_or(&seen_key)
+            lock_subject(&action).unwrap_or_else(|| seen_key.clone())
         );
         let _guard = self.locks.lock(lock_key).await;
         let digest = content_digest(&msg);
@@ -294,11 +297,33 @@ impl Hl7Service {
                 }
                 Ok(())
             }
-            Action::Visit(v) => c
-                .visit_completed(clinic, v)
-                .await
-                .map(|_| ())
-                .map_err(clinical_refusal),
+            Action::Visit { request, patient } => {
+                let at_ms = request.completed_ms;
+                c.visit_completed(clinic, request)
+                    .await
+                    .map_err(clinical_refusal)?;
+                if let Some(id) = patient {
+                    // The visit is stored; a failure here is answered AE, and the visit sent
+                    // again is recognised by its id.
+                    emr_patient::record_visit(&c.broadcasts.patients, &clinic.id, &id, at_ms)
+                        .await
+                        .map_err(store_refusal)?;
+                }
+                Ok(())
+            }
+            Action::UpsertPatient(record) => {
+                let stored =
+                    emr_patient::upsert_from_emr(&c.broadcasts.patients, &clinic.id, *record)
+                        .await
+                        .map_err(store_refusal)?;
+                let what = match &stored {
+                    Stored::Created(_) => "created",
+                    Stored::Updated(_) => "updated",
+                    Stored::Unchanged(_) => "unchanged",
+                };
+                tracing::debug!(tenant = %clinic.id, what, "HL7 patient registration stored in the directory");
+                Ok(())
+            }
             Action::Ignore(why) => {
                 tracing::debug!(tenant = %clinic.id, reason = why, "HL7 message accepted; nothing to do");
                 Ok(())
@@ -384,14 +409,16 @@ impl Hl7Service {
     }
 }
 
-/// The appointment, document or visit a message is about: messages about the same one are
-/// handled one at a time (an EMR re-sending on a second connection must not book twice).
-fn lock_subject(action: &Action) -> Option<&str> {
+/// The appointment, document, visit or patient a message is about: messages about the same one
+/// are handled one at a time (an EMR re-sending on a second connection must not book twice, two
+/// updates of one patient must not interleave their reads and writes).
+fn lock_subject(action: &Action) -> Option<String> {
     match action {
-        Action::Book(b) => b.external_id.as_deref(),
-        Action::Change { external_id, .. } => Some(external_id),
-        Action::Documents(d) => d.first().and_then(|d| d.external_id.as_deref()),
-        Action::Visit(v) => v.external_id.as_deref(),
+        Action::Book(b) => b.external_id.clone(),
+        Action::Change { external_id, .. } => Some(external_id.clone()),
+        Action::Documents(d) => d.first().and_then(|d| d.external_id.clone()),
+        Action::Visit { request, .. } => request.external_id.clone(),
+        Action::UpsertPatient(p) => Some(format!("patient\n{}", p.external_id)),
         Action::Ignore(_) => None,
     }
 }
@@ -416,6 +443,12 @@ fn content_digest(msg: &Message) -> String {
         h.update(body.as_bytes());
     }
     hex::encode(&h.finalize()[..16])
+}
+
+/// A patient directory write that failed: the sender should try again.
+fn store_refusal(e: StoreError) -> Refusal {
+    tracing::warn!(error = %e, "patient directory write failed while handling an HL7 message");
+    Refusal::retry("the gateway's store is unavailable; send again")
 }
 
 /// What a clinical failure means to the sender.

@@ -404,7 +404,7 @@ fn mdm_documents_by_type() {
 }
 
 #[test]
-fn adt_a03_is_a_completed_visit_and_a04_a08_are_accepted_without_action() {
+fn adt_a03_is_a_completed_visit_of_the_pid_3_patient() {
     let m = vec![
         msh("ADT^A03^ADT_A03"),
         "EVN|A03|20300101120000".to_owned(),
@@ -423,17 +423,103 @@ fn adt_a03_is_a_completed_visit_and_a04_a08_are_accepted_without_action() {
             ],
         ),
     ];
-    let Ok(Action::Visit(v)) = run(&refs(&m)) else {
+    let Ok(Action::Visit {
+        request: v,
+        patient,
+    }) = run(&refs(&m))
+    else {
         panic!("not a visit: {:?}", run(&refs(&m)));
     };
     assert_eq!(v.external_id.as_deref(), Some("V-42"));
     assert_eq!(v.visit_type, "SURGERY");
     assert_eq!(v.doctor.as_deref(), Some("Dr. Meera Rao"));
     assert_eq!(v.completed_ms, ms("2029-01-01T06:00:00Z"));
-    for kind in ["ADT^A04", "ADT^A08"] {
-        let m = vec![msh(kind), "EVN|A04".to_owned(), PID.to_owned()];
-        assert!(matches!(run(&refs(&m)), Ok(Action::Ignore(_))), "{kind}");
+    assert_eq!(patient.as_deref(), Some("MRN-1"));
+}
+
+fn upsert(segments: &[&str]) -> PatientRecord {
+    match run(segments) {
+        Ok(Action::UpsertPatient(p)) => *p,
+        other => panic!("not a patient upsert: {other:?}"),
     }
+}
+
+#[test]
+fn adt_a04_a08_upsert_the_pid_patient() {
+    for kind in ["ADT^A04^ADT_A01", "ADT^A08"] {
+        let m = vec![msh(kind), "EVN|A04".to_owned(), PID.to_owned()];
+        let p = upsert(&refs(&m));
+        assert_eq!(p.external_id, "MRN-1", "{kind}");
+        assert_eq!(
+            p.phone.as_str(),
+            "+919845067890",
+            "the mobile, not the work phone"
+        );
+        assert_eq!(p.name, "Priya K Sharma");
+        assert_eq!(p.language.as_deref(), Some("hi"));
+        assert_eq!(p.birth_date, chrono::NaiveDate::from_ymd_opt(1988, 4, 12));
+        assert_eq!(p.sex, Some(crate::patients::Sex::Female));
+        assert_eq!(
+            p.consent,
+            crate::patients::Consents::default(),
+            "not stated"
+        );
+        assert!(p.tags.is_empty() && p.last_visit_ms.is_none());
+    }
+    // The first PID-3 identifier, whatever its type; a mobile in PID-14 when PID-13 has none;
+    // ISO 639-2 and 639-3 languages; A (ambiguous) sex.
+    let pid = seg(
+        "PID",
+        &[
+            (1, "1"),
+            (3, "AB-9^^^SUN^PI~MRN-2^^^SUN^MR"),
+            (5, "^Asha"),
+            (7, "1970"),
+            (8, "A"),
+            (13, "^PRN^PH^^^080^41234567X12"),
+            (14, "^WPN^CP^^^^^^^^^+91 98450 11111"),
+            (15, "tam^Tamil^ISO639"),
+        ],
+    );
+    let p = upsert(&[&msh("ADT^A08"), &pid]);
+    assert_eq!(p.external_id, "AB-9");
+    assert_eq!(p.phone.as_str(), "+919845011111");
+    assert_eq!(p.name, "Asha");
+    assert_eq!(p.language.as_deref(), Some("ta"));
+    assert_eq!(p.birth_date, None, "a year alone is left out");
+    assert_eq!(p.sex, Some(crate::patients::Sex::Other));
+    // A birth date in the future is left out rather than refusing the patient.
+    let m = PID.replace("19880412", "29990101");
+    assert_eq!(upsert(&[&msh("ADT^A04"), &m]).birth_date, None);
+}
+
+#[test]
+fn adt_a04_a08_without_a_phone_or_id_are_unprocessable_and_say_where() {
+    let no_phone = seg("PID", &[(1, "1"), (3, "MRN-1"), (5, "Sharma^Priya")]);
+    let r = run(&[&msh("ADT^A08"), &no_phone]).err();
+    let r = r.unwrap_or_else(|| panic!("accepted"));
+    assert_eq!(r.verdict, Verdict::Unprocessable);
+    assert_eq!(r.location, Some(at("PID", 13, None)));
+    let bad_phone = seg("PID", &[(3, "MRN-1"), (13, "^PRN^CP^^^^^^^^^12")]);
+    let r = run(&[&msh("ADT^A08"), &bad_phone]).err();
+    assert_eq!(
+        r.map(|r| (r.verdict, r.location)),
+        Some((Verdict::Unprocessable, Some(at("PID", 13, None))))
+    );
+    let no_id = seg("PID", &[(1, "1"), (13, "^PRN^CP^^^^^^^^^9845067890")]);
+    let r = run(&[&msh("ADT^A04"), &no_id]).err();
+    assert_eq!(
+        r.map(|r| (r.verdict, r.location)),
+        Some((Verdict::Unprocessable, Some(at("PID", 3, None))))
+    );
+    let reserved = seg("PID", &[(3, "wa:919845067890"), (13, "9845067890")]);
+    let r = run(&[&msh("ADT^A04"), &reserved]).err();
+    assert_eq!(
+        r.map(|r| (r.verdict, r.location)),
+        Some((Verdict::Unprocessable, Some(at("PID", 3, Some(1)))))
+    );
+    let r = run(&[&msh("ADT^A04"), "EVN|A04"]).err();
+    assert_eq!(r.map(|r| r.verdict), Some(Verdict::Reject), "no PID");
 }
 
 #[test]
@@ -492,6 +578,7 @@ fn mapping_never_panics_on_mutated_messages() {
             PID.to_owned(),
             seg("PV1", &[(2, "O"), (19, "V-1"), (45, "20290101113000")]),
         ]),
+        join(vec![msh("ADT^A08"), "EVN|A08".to_owned(), PID.to_owned()]),
     ];
     let c = clinic();
     let l = link();
