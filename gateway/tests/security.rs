@@ -960,7 +960,6 @@ const DECLARED_TOO_LARGE: &[(&str, usize)] = &[
 ];
 
 #[actix_rt::test]
-
 async fn oversized_bodies_are_refused_in_the_apis_error_format() {
     let app = spawn_app("sec_limits_format", Options::default()).await;
     let mut wrong = Vec::new();
@@ -1061,10 +1060,9 @@ async fn slow_http_clients_are_cut_off() {
     assert_eq!(app.post(KEY_A, &template(PATIENT)).await.0, 202);
 }
 
-/// A body that drips one byte a second holds a worker's connection for as long as the client
-/// likes (there is no body read timeout): see RELIABILITY.md.
+/// A body that drips one byte a second must not hold a connection for as long as the client
+/// likes (slow loris on bodies: the body read is bounded in time).
 #[actix_rt::test]
-
 async fn a_dripping_body_is_cut_off() {
     let app = spawn_app("sec_slowbody", Options::default()).await;
     let addr = app.base.trim_start_matches("http://").to_owned();

@@ -2,6 +2,8 @@
 //! sending signed webhooks to the gateway, and the gateway itself on port 0.
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
