@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::filter::PatientFilter;
-use super::index::{ClinicIndex, IndexError};
+use super::index::{entry_of, ClinicIndex, IndexError};
 use super::{ConsentState, PatientRecord, Purpose};
 use crate::clock::now_ms;
 use crate::domain::{TenantId, E164};
@@ -20,8 +20,10 @@ use crate::store::{Backend, StoreError};
 
 /// Changes read from the feed per round trip while catching up.
 const FEED_CHUNK: usize = 10_000;
-/// Patients per page when loading an index or scanning.
+/// Patients per page when scanning records (the fallback filter).
 const SCAN_PAGE: usize = 2_000;
+/// Index entries per page when loading an index (a few dozen bytes each).
+const INDEX_PAGE: usize = 10_000;
 /// Records fetched per store call when returning matches.
 const FETCH_CHUNK: usize = 8_000;
 /// Compare-and-set rounds before a write gives up.
@@ -42,7 +44,7 @@ pub struct IndexLimits {
 }
 
 impl Default for IndexLimits {
-    /// 4,000,000 patients (about 600 MB at the measured ~150 B each), dropped after 30 min idle.
+    /// 4,000,000 patients (about 640 MB at the measured ~160 B each), dropped after 30 min idle.
     fn default() -> Self {
         Self {
             max_patients: 4_000_000,
@@ -131,6 +133,8 @@ struct Pending {
     at: usize,
     record: PatientRecord,
     json: String,
+    /// Its index entry.
+    entry: String,
     old: Option<String>,
     /// A placeholder record of the same phone to erase once this one is written.
     absorb: Option<String>,
@@ -242,6 +246,7 @@ impl PatientDirectory {
                 let json = encode(&p)?;
                 pending.push(Pending {
                     at,
+                    entry: entry_of(&p),
                     record: p,
                     json,
                     old,
@@ -254,6 +259,7 @@ impl PatientDirectory {
                     external_id: &w.record.external_id,
                     phone: w.record.phone.digits(),
                     json: &w.json,
+                    index: &w.entry,
                     expect: match &w.old {
                         Some(o) => Expect::Json(o),
                         None => Expect::Absent,
@@ -266,7 +272,7 @@ impl PatientDirectory {
             for (w, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
                     PutOutcome::Written { version, created } => {
-                        applied.push((version, w.record.external_id.clone(), Some(w.json)));
+                        applied.push((version, w.record.external_id.clone(), Some(w.entry)));
                         if let Some(ph) = w.absorb {
                             absorbed.push(ph);
                         }
@@ -312,16 +318,16 @@ impl PatientDirectory {
             return;
         };
         changes.sort_by_key(|(v, _, _)| *v);
-        for (v, id, json) in changes {
+        for (v, id, entry) in changes {
             if v <= ix.version {
                 continue;
             }
             if v != ix.version + 1 {
                 break;
             }
-            match json {
-                Some(j) => {
-                    if ix.put_json(&id, &j).is_err() {
+            match entry {
+                Some(e) => {
+                    if ix.put_entry(&id, &e).is_err() {
                         ix.remove(&id);
                     }
                 }
@@ -425,7 +431,8 @@ impl PatientDirectory {
         for _ in 0..CAS_ROUNDS {
             let now = now_ms();
             let found = self.by_phone_raw(tenant, phone).await?;
-            let mut pending: Vec<(Option<String>, PatientRecord, String)> = Vec::new();
+            // (stored JSON, new record, its JSON, its index entry)
+            let mut pending: Vec<(Option<String>, PatientRecord, String, String)> = Vec::new();
             if found.is_empty() {
                 let mut p = PatientRecord::new(
                     format!("{PLACEHOLDER_PREFIX}{}", phone.digits()),
@@ -434,31 +441,34 @@ impl PatientDirectory {
                 *p.consent.get_mut(purpose) = ConsentState::new(granted, now, source);
                 p.updated_ms = now;
                 let json = encode(&p)?;
-                pending.push((None, p, json));
+                let entry = entry_of(&p);
+                pending.push((None, p, json, entry));
             } else {
                 for (old, mut p) in found {
                     *p.consent.get_mut(purpose) = ConsentState::new(granted, now, source);
                     p.updated_ms = now;
                     let json = encode(&p)?;
-                    pending.push((Some(old), p, json));
+                    let entry = entry_of(&p);
+                    pending.push((Some(old), p, json, entry));
                 }
             }
             let writes: Vec<PatientWrite<'_>> = pending
                 .iter()
-                .map(|(old, p, json)| PatientWrite {
+                .map(|(old, p, json, entry)| PatientWrite {
                     external_id: &p.external_id,
                     phone: p.phone.digits(),
                     json,
+                    index: entry,
                     expect: old.as_deref().map_or(Expect::Absent, Expect::Json),
                 })
                 .collect();
             let outcomes = self.store().put_patients(tenant, &writes).await?;
             let mut applied = Vec::new();
             let mut conflict = false;
-            for ((_, p, json), o) in pending.iter().zip(&outcomes) {
+            for ((_, p, _, entry), o) in pending.iter().zip(&outcomes) {
                 match o {
                     PutOutcome::Written { version, .. } => {
-                        applied.push((*version, p.external_id.clone(), Some(json.clone())))
+                        applied.push((*version, p.external_id.clone(), Some(entry.clone())))
                     }
                     PutOutcome::Conflict => conflict = true,
                 }
@@ -719,10 +729,10 @@ impl PatientDirectory {
             if c.upto <= ix.version {
                 return Ok(false);
             }
-            for (id, json) in c.changed {
-                match json {
-                    Some(j) => {
-                        if let Err(e) = ix.put_json(&id, &j) {
+            for (id, entry) in c.changed {
+                match entry {
+                    Some(e) => {
+                        if let Err(e) = ix.put_entry(&id, &e) {
                             if matches!(e, IndexError::Full(_)) {
                                 return Ok(false);
                             }
@@ -750,10 +760,10 @@ impl PatientDirectory {
         loop {
             let page = self
                 .store()
-                .scan_patients(tenant, cursor.as_deref(), SCAN_PAGE)
+                .scan_patient_index(tenant, cursor.as_deref(), INDEX_PAGE)
                 .await?;
-            for (id, json) in &page.items {
-                match ix.put_json(id, json) {
+            for (id, entry) in &page.items {
+                match ix.put_entry(id, entry) {
                     Ok(()) => {}
                     Err(IndexError::Full(what)) => {
                         tracing::warn!(tenant = %tenant, what, "patient index full; filtering by scan");

@@ -3,9 +3,10 @@
 //! Each patient is one [`Entry`] (56 bytes: phone as an integer, language id, birth date as a day
 //! number, sex, consent flags, last visit, and tags and conditions as 64-bit sets over the
 //! clinic's own dictionaries, with a short list for ids past 64) keyed by the external id in a
-//! B-tree, which keeps the stable id order for free. Measured cost: about 150 bytes per patient
-//! with short ids (see BENCHMARKS.md, "Patient directory"); names, consent sources and
-//! everything else stay in Redis and are fetched only for the matches.
+//! B-tree, which keeps the stable id order for free. Measured cost: about 160 bytes per patient
+//! with 11-character ids (see BENCHMARKS.md, "Patient directory"); names, consent sources and
+//! everything else stay in Redis and are fetched only for the matches. The index is loaded from
+//! the records' index entries ([`entry_of`], stored beside each record), not the records.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +15,7 @@ use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
 
 use super::filter::PatientFilter;
-use super::Sex;
+use super::{PatientRecord, Sex};
 
 /// Set in an extra id: the id is a condition's (else a tag's).
 const COND: u32 = 1 << 31;
@@ -102,40 +103,41 @@ impl Entry {
     }
 }
 
-/// The fields of a record JSON the index reads (the rest is skipped, strings are borrowed).
-#[derive(Deserialize)]
-struct View<'a> {
-    #[serde(borrow)]
-    phone: Cow<'a, str>,
-    #[serde(default, borrow)]
-    language: Option<Label<'a>>,
-    #[serde(default)]
-    birth_date: Option<NaiveDate>,
-    #[serde(default)]
-    sex: Option<Sex>,
-    #[serde(default, borrow)]
-    tags: Vec<Label<'a>>,
-    #[serde(default, borrow)]
-    conditions: Vec<Label<'a>>,
-    #[serde(default)]
-    last_visit_ms: Option<i64>,
-    #[serde(default)]
-    consent: Option<ConsentView>,
+/// A record's index entry as stored beside it: the fields filters read, as a compact JSON array
+/// `[phone digits, language, birth day number, sex, [tags], [conditions], last visit ms, care,
+/// promotional]` (about 60 to 100 bytes), so loading an index reads a fraction of the records.
+pub fn entry_of(p: &PatientRecord) -> String {
+    let row = (
+        p.phone.digits(),
+        p.language.as_deref(),
+        p.birth_date.map(|d| d.num_days_from_ce()),
+        p.sex,
+        &p.tags,
+        &p.conditions,
+        p.last_visit_ms,
+        p.consent.care.granted,
+        p.consent.promotional.granted,
+    );
+    // A tuple of plain values always serialises.
+    serde_json::to_string(&row).unwrap_or_default()
 }
+
+/// An index entry as read back (strings borrowed when they need no unescaping).
+#[derive(Deserialize)]
+struct View<'a>(
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Option<Label<'a>>,
+    Option<i32>,
+    Option<Sex>,
+    #[serde(borrow)] Vec<Label<'a>>,
+    #[serde(borrow)] Vec<Label<'a>>,
+    Option<i64>,
+    bool,
+    bool,
+);
 
 #[derive(Deserialize)]
 struct Label<'a>(#[serde(borrow)] Cow<'a, str>);
-
-#[derive(Deserialize)]
-struct ConsentView {
-    care: Granted,
-    promotional: Granted,
-}
-
-#[derive(Deserialize)]
-struct Granted {
-    granted: bool,
-}
 
 /// A filter translated to the clinic's dictionaries and day numbers.
 #[derive(Debug, Default)]
@@ -230,20 +232,24 @@ impl ClinicIndex {
         self.entries.is_empty()
     }
 
-    /// Adds or replaces a patient from its stored JSON.
-    pub fn put_json(&mut self, id: &str, json: &str) -> Result<(), IndexError> {
+    /// Adds or replaces a patient from its record.
+    pub fn put_record(&mut self, p: &PatientRecord) -> Result<(), IndexError> {
+        self.put_entry(&p.external_id, &entry_of(p))
+    }
+
+    /// Adds or replaces a patient from its stored index entry ([`entry_of`]).
+    pub fn put_entry(&mut self, id: &str, entry: &str) -> Result<(), IndexError> {
         let unreadable = |why: String| IndexError::Unreadable {
             id: id.chars().take(64).collect(),
             why,
         };
-        let v: View<'_> = serde_json::from_str(json).map_err(|e| unreadable(e.to_string()))?;
-        let phone = v
-            .phone
-            .strip_prefix('+')
-            .filter(|d| d.len() <= 15)
+        let View(phone, language, birth, sex, tags, conditions, last_visit, care, promotional) =
+            serde_json::from_str(entry).map_err(|e| unreadable(e.to_string()))?;
+        let phone = Some(phone.as_ref())
+            .filter(|d| (1..=15).contains(&d.len()))
             .and_then(|d| d.parse::<u64>().ok())
             .ok_or_else(|| unreadable("phone is not E.164".into()))?;
-        let language = match &v.language {
+        let language = match &language {
             Some(Label(l)) => {
                 let id = self
                     .languages
@@ -253,12 +259,12 @@ impl ClinicIndex {
             }
             None => 0,
         };
-        let mut tag_ids = Vec::with_capacity(v.tags.len());
-        for Label(t) in &v.tags {
+        let mut tag_ids = Vec::with_capacity(tags.len());
+        for Label(t) in &tags {
             tag_ids.push(self.tags.id(t, COND).ok_or(IndexError::Full("tags"))?);
         }
-        let mut cond_ids = Vec::with_capacity(v.conditions.len());
-        for Label(c) in &v.conditions {
+        let mut cond_ids = Vec::with_capacity(conditions.len());
+        for Label(c) in &conditions {
             cond_ids.push(
                 self.conditions
                     .id(c, COND)
@@ -269,19 +275,16 @@ impl ClinicIndex {
         let (conditions, cond_extra) = split_ids(cond_ids, true);
         extra.extend(cond_extra);
         extra.sort_unstable();
-        let consent = v
-            .consent
-            .map_or((true, false), |c| (c.care.granted, c.promotional.granted));
         let entry = Entry {
             phone,
-            last_visit_ms: v.last_visit_ms.unwrap_or(NO_VISIT),
+            last_visit_ms: last_visit.unwrap_or(NO_VISIT),
             tags,
             conditions,
             extra: (!extra.is_empty()).then(|| extra.into_boxed_slice()),
-            birth: v.birth_date.map_or(NO_BIRTH, |d| d.num_days_from_ce()),
+            birth: birth.unwrap_or(NO_BIRTH),
             language,
-            sex: v.sex.map_or(0, |s| s as u8 + 1),
-            flags: if consent.0 { CARE } else { 0 } | if consent.1 { PROMOTIONAL } else { 0 },
+            sex: sex.map_or(0, |s| s as u8 + 1),
+            flags: if care { CARE } else { 0 } | if promotional { PROMOTIONAL } else { 0 },
         };
         match self.entries.get_mut(id) {
             Some(e) => *e = entry,
@@ -437,9 +440,7 @@ mod tests {
     fn index_of(ps: &[PatientRecord]) -> ClinicIndex {
         let mut ix = ClinicIndex::new(0);
         for p in ps {
-            let json = serde_json::to_string(p).unwrap_or_else(|e| panic!("{e}"));
-            ix.put_json(&p.external_id, &json)
-                .unwrap_or_else(|e| panic!("{e}"));
+            ix.put_record(p).unwrap_or_else(|e| panic!("{e}"));
         }
         ix
     }
@@ -516,9 +517,7 @@ mod tests {
         let mut ps = population(10);
         let mut ix = index_of(&ps);
         ps[3].tags = vec!["moved".into()];
-        let json = serde_json::to_string(&ps[3]).unwrap_or_default();
-        ix.put_json("P00003", &json)
-            .unwrap_or_else(|e| panic!("{e}"));
+        ix.put_record(&ps[3]).unwrap_or_else(|e| panic!("{e}"));
         ix.remove("P00004");
         let f = PatientFilter {
             tags_any: vec!["moved".into()],
@@ -540,12 +539,21 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_json_is_an_error_not_a_panic() {
+    fn unreadable_entries_are_an_error_not_a_panic() {
         let mut ix = ClinicIndex::new(0);
-        assert!(ix.put_json("x", "{").is_err());
-        assert!(ix.put_json("x", r#"{"phone": "12"}"#).is_err());
-        assert!(ix.put_json("x", r#"{"phone": "+91abc"}"#).is_err());
+        assert!(ix.put_entry("x", "[").is_err());
+        assert!(ix.put_entry("x", r#"{"phone": "12"}"#).is_err());
+        assert!(ix
+            .put_entry("x", r#"["91abc",null,null,null,[],[],null,true,false]"#)
+            .is_err());
         assert!(ix.is_empty());
+        assert!(ix
+            .put_entry(
+                "x",
+                r#"["919800000001",null,null,null,[],[],null,true,false]"#
+            )
+            .is_ok());
+        assert_eq!(ix.len(), 1);
     }
 
     #[test]

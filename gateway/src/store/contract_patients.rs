@@ -13,6 +13,11 @@ fn json(id: &str, phone: &str, extra: &str) -> String {
     format!(r#"{{"external_id":"{id}","phone":"+{phone}","name":"{extra}"}}"#)
 }
 
+/// The index entry stored beside `json(id, phone, extra)` (opaque to the store).
+fn entry(id: &str, extra: &str) -> String {
+    format!("[{id:?},{extra:?}]")
+}
+
 async fn put(
     s: &impl PatientStore,
     t: &TenantId,
@@ -22,6 +27,7 @@ async fn put(
     expect: Expect<'_>,
 ) -> PutOutcome {
     let j = json(id, phone, body);
+    let e = entry(id, body);
     let mut out = s
         .put_patients(
             t,
@@ -29,6 +35,7 @@ async fn put(
                 external_id: id,
                 phone,
                 json: &j,
+                index: &e,
                 expect,
             }],
         )
@@ -140,20 +147,19 @@ async fn phone_index_follows_changes_and_shared_phones(s: &impl PatientStore) {
 
 async fn scans_page_through_every_patient(s: &impl PatientStore) {
     let a = tenant("clinic_a");
-    let writes: Vec<(String, String)> = (0..450)
+    let writes: Vec<(String, String, String)> = (0..450)
         .map(|i| {
-            (
-                format!("P{i:04}"),
-                json(&format!("P{i:04}"), "919800000001", "x"),
-            )
+            let id = format!("P{i:04}");
+            (id.clone(), json(&id, "919800000001", "x"), entry(&id, "x"))
         })
         .collect();
     let batch: Vec<PatientWrite<'_>> = writes
         .iter()
-        .map(|(id, j)| PatientWrite {
+        .map(|(id, j, e)| PatientWrite {
             external_id: id,
             phone: "919800000001",
             json: j,
+            index: e,
             expect: Expect::Any,
         })
         .collect();
@@ -187,6 +193,24 @@ async fn scans_page_through_every_patient(s: &impl PatientStore) {
         }
     }
     assert_eq!(seen.len(), 450);
+    // The index entries, the same way.
+    let mut entries = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10_000 {
+        let page = s
+            .scan_patient_index(&a, cursor.as_deref(), 1_000)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (id, e) in page.items {
+            assert_eq!(e, entry(&id, "x"));
+            entries.insert(id);
+        }
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(entries, seen);
     assert_eq!(s.patient_version(&a).await.ok(), Some(450));
 }
 
@@ -212,10 +236,10 @@ async fn the_feed_lists_changes_since_a_version(s: &impl PatientStore) {
     assert_eq!(
         all.changed,
         vec![
-            ("P1".to_owned(), Some(json("P1", "919800000001", "v2"))),
+            ("P1".to_owned(), Some(entry("P1", "v2"))),
             ("P2".to_owned(), None),
         ],
-        "each id once, as it is now"
+        "each id once, with its index entry as it is now"
     );
     let tail = s
         .patient_changes(&a, 3, 100)

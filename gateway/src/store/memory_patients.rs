@@ -12,8 +12,15 @@ use super::{MemoryStore, StoreError};
 use crate::domain::TenantId;
 
 #[derive(Default)]
+struct Stored {
+    phone: String,
+    json: String,
+    index: String,
+}
+
+#[derive(Default)]
 struct Clinic {
-    records: BTreeMap<String, (String, String)>,
+    records: BTreeMap<String, Stored>,
     /// `(phone digits, external id)`.
     phones: BTreeSet<(String, String)>,
     version: u64,
@@ -52,18 +59,20 @@ impl PatientStore for MemoryStore {
             let ok = match w.expect {
                 Expect::Any => true,
                 Expect::Absent => old.is_none(),
-                Expect::Json(j) => old.is_some_and(|(_, o)| o == j),
+                Expect::Json(j) => old.is_some_and(|o| o.json == j),
             };
             if !ok {
                 out.push(PutOutcome::Conflict);
                 continue;
             }
-            let created = match c.records.insert(
-                w.external_id.to_owned(),
-                (w.phone.to_owned(), w.json.to_owned()),
-            ) {
-                Some((phone, _)) => {
-                    c.phones.remove(&(phone, w.external_id.to_owned()));
+            let stored = Stored {
+                phone: w.phone.to_owned(),
+                json: w.json.to_owned(),
+                index: w.index.to_owned(),
+            };
+            let created = match c.records.insert(w.external_id.to_owned(), stored) {
+                Some(old) => {
+                    c.phones.remove(&(old.phone, w.external_id.to_owned()));
                     false
                 }
                 None => true,
@@ -85,10 +94,7 @@ impl PatientStore for MemoryStore {
         let c = s.clinics.get(tenant);
         Ok(external_ids
             .iter()
-            .map(|id| {
-                c.and_then(|c| c.records.get(*id))
-                    .map(|(_, json)| json.clone())
-            })
+            .map(|id| c.and_then(|c| c.records.get(*id)).map(|s| s.json.clone()))
             .collect())
     }
 
@@ -117,10 +123,10 @@ impl PatientStore for MemoryStore {
         let Some(c) = s.clinics.get_mut(tenant) else {
             return Ok(None);
         };
-        let Some((phone, _)) = c.records.remove(external_id) else {
+        let Some(old) = c.records.remove(external_id) else {
             return Ok(None);
         };
-        c.phones.remove(&(phone, external_id.to_owned()));
+        c.phones.remove(&(old.phone, external_id.to_owned()));
         Ok(Some(c.log(external_id)))
     }
 
@@ -140,25 +146,16 @@ impl PatientStore for MemoryStore {
         cursor: Option<&str>,
         count: usize,
     ) -> Result<PatientPage, StoreError> {
-        let s = self.patients.lock();
-        let Some(c) = s.clinics.get(tenant) else {
-            return Ok(PatientPage::default());
-        };
-        let range = match cursor {
-            None => c.records.range::<str, _>(..),
-            Some(after) => c
-                .records
-                .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
-        };
-        let items: Vec<(String, String)> = range
-            .take(count.max(1))
-            .map(|(id, (_, json))| (id.clone(), json.clone()))
-            .collect();
-        let next = match items.last() {
-            Some((last, _)) if items.len() == count.max(1) => Some(last.clone()),
-            _ => None,
-        };
-        Ok(PatientPage { items, next })
+        Ok(self.scan(tenant, cursor, count, |s| &s.json))
+    }
+
+    async fn scan_patient_index(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<PatientPage, StoreError> {
+        Ok(self.scan(tenant, cursor, count, |s| &s.index))
     }
 
     async fn patient_changes(
@@ -190,10 +187,40 @@ impl PatientStore for MemoryStore {
         for (v, id) in c.feed.iter().skip(skip).take(max.max(1)) {
             out.upto = *v;
             if seen.insert(id.as_str()) {
-                let json = c.records.get(id).map(|(_, j)| j.clone());
+                let json = c.records.get(id).map(|s| s.index.clone());
                 out.changed.push((id.clone(), json));
             }
         }
         Ok(out)
+    }
+}
+
+impl MemoryStore {
+    fn scan(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        count: usize,
+        field: impl Fn(&Stored) -> &String,
+    ) -> PatientPage {
+        let s = self.patients.lock();
+        let Some(c) = s.clinics.get(tenant) else {
+            return PatientPage::default();
+        };
+        let range = match cursor {
+            None => c.records.range::<str, _>(..),
+            Some(after) => c
+                .records
+                .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+        };
+        let items: Vec<(String, String)> = range
+            .take(count.max(1))
+            .map(|(id, s)| (id.clone(), field(s).clone()))
+            .collect();
+        let next = match items.last() {
+            Some((last, _)) if items.len() == count.max(1) => Some(last.clone()),
+            _ => None,
+        };
+        PatientPage { items, next }
     }
 }

@@ -1,7 +1,9 @@
 //! The per-clinic patient directory's storage: each patient as JSON under the clinic's external
-//! id, an index by phone, and a change feed (a version counter plus the ids each version touched)
-//! that lets every node keep an in-memory filter index current. The directory layer
-//! (`crate::patients`) owns the record type; the store only sees ids, phone digits and JSON.
+//! id, beside it a compact projection of the fields filters read (the "index entry", a few dozen
+//! bytes), an index by phone, and a change feed (a version counter plus the ids each version
+//! touched) that lets every node keep an in-memory filter index current. The directory layer
+//! (`crate::patients`) owns the record type and the projection's format; the store only sees ids,
+//! phone digits and opaque strings.
 
 use async_trait::async_trait;
 
@@ -26,6 +28,8 @@ pub struct PatientWrite<'a> {
     /// The phone number's digits (E.164 without `+`), for the phone index.
     pub phone: &'a str,
     pub json: &'a str,
+    /// The record's index entry (its projection for filtering).
+    pub index: &'a str,
     pub expect: Expect<'a>,
 }
 
@@ -54,7 +58,7 @@ pub struct PatientChanges {
     pub version: u64,
     /// The changes returned cover `(since, upto]`; call again from `upto` while `upto < version`.
     pub upto: u64,
-    /// Each patient changed in that range once, with its JSON now (`None`: deleted).
+    /// Each patient changed in that range once, with its index entry now (`None`: deleted).
     pub changed: Vec<(String, Option<String>)>,
     /// The feed no longer holds every change after `since` (it is trimmed): rebuild from a scan.
     pub gap: bool,
@@ -102,8 +106,17 @@ pub trait PatientStore: Send + Sync + 'static {
     /// The clinic's current feed version (0 before the first write).
     async fn patient_version(&self, tenant: &TenantId) -> Result<u64, StoreError>;
 
-    /// A page of about `count` patients, starting at `cursor` (`None`: the beginning).
+    /// A page of about `count` patients as `(id, JSON)`, starting at `cursor` (`None`: the
+    /// beginning).
     async fn scan_patients(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<PatientPage, StoreError>;
+
+    /// The same over the index entries: `(id, index entry)`.
+    async fn scan_patient_index(
         &self,
         tenant: &TenantId,
         cursor: Option<&str>,

@@ -197,6 +197,11 @@ impl Keys {
         format!("{}:pat", self.tenant(tenant))
     }
 
+    /// Hash: external id → the patient's index entry (the fields filters read, compact JSON).
+    pub(super) fn patient_index(&self, tenant: &TenantId) -> String {
+        format!("{}:patx", self.tenant(tenant))
+    }
+
     /// Sorted set (all scores 0, read by lex range): `<phone digits>|<external id>`.
     pub(super) fn patient_phones(&self, tenant: &TenantId) -> String {
         format!("{}:patph", self.tenant(tenant))

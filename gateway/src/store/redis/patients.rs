@@ -1,7 +1,7 @@
-//! `RedisStore`'s patient directory, all under the tenant's hash tag: a hash of records, a lex
-//! sorted set as the phone index, a version counter and a stream as the change feed. Every write
-//! is one script over those four keys, so a record, its index entry and its feed entry never
-//! disagree.
+//! `RedisStore`'s patient directory, all under the tenant's hash tag: a hash of records, a hash of
+//! their index entries, a lex sorted set as the phone index, a version counter and a stream as the
+//! change feed. Every write is one script over those five keys, so a record, its index entries
+//! and its feed entry never disagree.
 
 use std::sync::LazyLock;
 
@@ -61,14 +61,51 @@ fn put_outcome(key: &str, v: &Value) -> Result<PutOutcome, StoreError> {
 }
 
 impl RedisStore {
-    fn patient_keys(&self, tenant: &TenantId) -> [String; 4] {
+    fn patient_keys(&self, tenant: &TenantId) -> [String; 5] {
         let k = self.keys();
         [
             k.patients(tenant),
             k.patient_phones(tenant),
             k.patient_version(tenant),
             k.patient_feed(tenant),
+            k.patient_index(tenant),
         ]
+    }
+
+    async fn hscan(
+        &self,
+        key: &str,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<PatientPage, StoreError> {
+        let mut c = self.conn().await?;
+        let v: Value = ::redis::cmd("HSCAN")
+            .arg(key)
+            .arg(cursor.unwrap_or("0"))
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let [next, flat] = items(&v).ok_or_else(|| corrupt(key, "HSCAN reply"))? else {
+            return Err(corrupt(key, "HSCAN reply is not [cursor, items]"));
+        };
+        let next = text(next).ok_or_else(|| corrupt(key, "HSCAN cursor"))?;
+        let flat = items(flat).ok_or_else(|| corrupt(key, "HSCAN items"))?;
+        if flat.len() % 2 != 0 {
+            return Err(corrupt(key, "HSCAN items are not pairs"));
+        }
+        let mut page = PatientPage {
+            items: Vec::with_capacity(flat.len() / 2),
+            next: (next != "0").then_some(next),
+        };
+        for pair in flat.chunks(2) {
+            let (Some(id), Some(value)) = (text(&pair[0]), text(&pair[1])) else {
+                return Err(corrupt(key, "HSCAN returned a non-string"));
+            };
+            page.items.push((id, value));
+        }
+        Ok(page)
     }
 }
 
@@ -92,13 +129,14 @@ impl PatientStore for RedisStore {
             for w in chunk {
                 pipe.cmd("EVALSHA")
                     .arg(PUT.get_hash())
-                    .arg(4)
+                    .arg(keys.len())
                     .arg(&keys[..])
                     .arg(w.external_id)
                     .arg(w.phone)
                     .arg(w.json)
                     .arg(expectation(&w.expect))
-                    .arg(FEED_LEN);
+                    .arg(FEED_LEN)
+                    .arg(w.index);
             }
             let mut c = self.conn().await?;
             let replies: Vec<Value> = pipe.query_async(&mut c).await.map_err(unavailable)?;
@@ -230,35 +268,18 @@ impl PatientStore for RedisStore {
         cursor: Option<&str>,
         count: usize,
     ) -> Result<PatientPage, StoreError> {
-        let key = self.keys().patients(tenant);
-        let mut c = self.conn().await?;
-        let v: Value = ::redis::cmd("HSCAN")
-            .arg(&key)
-            .arg(cursor.unwrap_or("0"))
-            .arg("COUNT")
-            .arg(count.max(1))
-            .query_async(&mut c)
+        self.hscan(&self.keys().patients(tenant), cursor, count)
             .await
-            .map_err(unavailable)?;
-        let [next, flat] = items(&v).ok_or_else(|| corrupt(&key, "HSCAN reply"))? else {
-            return Err(corrupt(&key, "HSCAN reply is not [cursor, items]"));
-        };
-        let next = text(next).ok_or_else(|| corrupt(&key, "HSCAN cursor"))?;
-        let flat = items(flat).ok_or_else(|| corrupt(&key, "HSCAN items"))?;
-        if flat.len() % 2 != 0 {
-            return Err(corrupt(&key, "HSCAN items are not pairs"));
-        }
-        let mut page = PatientPage {
-            items: Vec::with_capacity(flat.len() / 2),
-            next: (next != "0").then_some(next),
-        };
-        for pair in flat.chunks(2) {
-            let (Some(id), Some(json)) = (text(&pair[0]), text(&pair[1])) else {
-                return Err(corrupt(&key, "HSCAN returned a non-string"));
-            };
-            page.items.push((id, json));
-        }
-        Ok(page)
+    }
+
+    async fn scan_patient_index(
+        &self,
+        tenant: &TenantId,
+        cursor: Option<&str>,
+        count: usize,
+    ) -> Result<PatientPage, StoreError> {
+        self.hscan(&self.keys().patient_index(tenant), cursor, count)
+            .await
     }
 
     async fn patient_changes(
@@ -272,7 +293,7 @@ impl PatientStore for RedisStore {
         let mut inv = CHANGES.prepare_invoke();
         inv.key(k.patient_version(tenant))
             .key(&feed)
-            .key(k.patients(tenant))
+            .key(k.patient_index(tenant))
             .arg(since)
             .arg(max.max(1));
         let mut c = self.conn().await?;
@@ -320,6 +341,7 @@ mod tests {
                     external_id: &id,
                     phone: "919800000001",
                     json: r#"{"phone":"+919800000001"}"#,
+                    index: "[]",
                     expect: Expect::Any,
                 }],
             )

@@ -1,7 +1,8 @@
--- Changes of a clinic's patient directory after a version, with each changed record as it is now.
--- KEYS: 1 version counter, 2 feed stream, 3 patients hash
+-- Changes of a clinic's patient directory after a version, with each changed patient's index
+-- entry as it is now.
+-- KEYS: 1 version counter, 2 feed stream, 3 index entries hash
 -- ARGV: 1 since (version), 2 max entries to read
--- Returns {version, gap (1/0), upto, id1, json1 or nil, id2, json2 or nil, ...}.
+-- Returns {version, gap (1/0), upto, id1, entry1 or nil, id2, entry2 or nil, ...}.
 local v = tonumber(redis.call('GET', KEYS[1]) or '0')
 local since = tonumber(ARGV[1])
 if v <= since then return {v, 0, since} end

@@ -1,7 +1,8 @@
--- Writes one patient with its phone index entry and a change in the clinic's feed.
--- KEYS: 1 patients hash, 2 phone index (lex zset), 3 version counter, 4 feed stream
+-- Writes one patient with its index entry, its phone index entry and a change in the clinic's feed.
+-- KEYS: 1 patients hash, 2 phone index (lex zset), 3 version counter, 4 feed stream,
+--       5 index entries hash
 -- ARGV: 1 external id, 2 phone digits, 3 JSON, 4 expectation ('*' any, '' absent, '=<json>'),
---       5 feed length to keep (approximate)
+--       5 feed length to keep (approximate), 6 index entry
 -- Returns {version, created (1/0)}, or {-1, 0} when the expectation does not hold.
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 local expect = ARGV[4]
@@ -18,6 +19,7 @@ if old then
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[6])
 redis.call('ZADD', KEYS[2], 0, ARGV[2] .. '|' .. ARGV[1])
 local v = redis.call('INCR', KEYS[3])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], v .. '-0', 'id', ARGV[1])
