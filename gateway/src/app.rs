@@ -79,7 +79,9 @@ async fn seal_secrets(store: &RedisStore) -> Result<(), AppError> {
             );
             Ok(())
         }
-        Err(e) => Err(AppError::Store(crate::store::StoreError::Unavailable(e.to_string()))),
+        Err(e) => Err(AppError::Store(crate::store::StoreError::Unavailable(
+            e.to_string(),
+        ))),
     }
 }
 
@@ -118,7 +120,7 @@ impl Application {
         let node_id = format!("node-{}", ulid::Ulid::new());
         let meta = Arc::new(if settings.sandbox.enabled {
             let own = format!("http://127.0.0.1:{port}/webhooks/whatsapp");
-            Meta::with_sandbox(client, own)?
+            Meta::with_sandbox_templates(client, own, &settings.templates)?
         } else {
             Meta::live_only(client)
         });
@@ -133,6 +135,7 @@ impl Application {
                 metrics: metrics.clone(),
                 settings: settings.dispatch.clone(),
                 node_id,
+                broadcasts: Default::default(),
             },
         ));
         spawn_depth_sampler(store.clone(), dispatchers.clone(), metrics.clone());
@@ -147,7 +150,7 @@ impl Application {
             store: store.clone(),
             settings: settings.clone(),
             metrics: metrics.clone(),
-            callbacks: Callbacks::new(),
+            callbacks: Callbacks::durable(store.clone()),
         };
         let actor_arbiters = match settings.actors.arbiters {
             0 => std::thread::available_parallelism()
@@ -174,11 +177,18 @@ impl Application {
         // One patient directory per node: its in-memory filter index is shared by the API
         // and the broadcasts.
         let patients = crate::patients::PatientDirectory::new(store.clone());
+        let broadcasts = crate::broadcasts::Broadcasts {
+            store: store.clone(),
+            actors: actors.clone(),
+            patients: patients.clone(),
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+        };
         let clinical = crate::clinical::Clinical {
             store: store.clone(),
             actors: actors.clone(),
             directory: directory.clone(),
-            callbacks: Callbacks::new(),
+            callbacks: Callbacks::durable(store.clone()),
             metrics: metrics.clone(),
             meta: meta.clone(),
             texts: session_texts(&settings),
@@ -186,6 +196,7 @@ impl Application {
                 Arc::new(crate::emr::hl7::Hl7WriteBack),
                 Arc::new(crate::emr::fhir::FhirWriteBack),
             ],
+            broadcasts,
         };
         crate::scheduler::spawn(clinical.clone(), Duration::from_millis(200));
         let mllp =
@@ -251,7 +262,15 @@ impl Application {
                 .configure(api::routes)
         })
         .workers(workers)
+        .client_request_timeout(Duration::from_millis(
+            settings.server.client_request_timeout_ms,
+        ))
+        .keep_alive(Duration::from_secs(settings.server.keep_alive_secs))
+        .max_connections(settings.server.max_connections_per_worker)
         .shutdown_timeout(settings.server.shutdown_grace_secs)
+        // Signals are ours (see `run_until_stopped`): actix's own handling stops the whole
+        // System, dispatchers included, before they can drain.
+        .disable_signals()
         .listen(listener)?
         .run();
         tracing::info!(port, "clinic gateway listening");
@@ -284,8 +303,24 @@ impl Application {
     }
 
     /// Serves until SIGINT/SIGTERM (or the handle stops it), then drains in-flight sends.
+    /// Serves until the server is stopped or SIGTERM/SIGINT arrives; then stops taking requests
+    /// and drains in-flight sends (both within `server.shutdown_grace_secs`).
     pub async fn run_until_stopped(self) -> Result<(), AppError> {
-        self.server.await?;
+        let handle = self.server.handle();
+        let mut server = std::pin::pin!(self.server);
+        tokio::select! {
+            result = &mut server => result?,
+            () = shutdown_signal() => {
+                tracing::info!("shutdown signal: draining");
+                // The server future must keep running for its stop to complete.
+                let stop_http = handle.stop(true);
+                let drain = self.dispatchers.drain(self.shutdown_grace);
+                let ((), (), served) = tokio::join!(stop_http, drain, &mut server);
+                served?;
+                tracing::info!("drained");
+                return Ok(());
+            }
+        }
         tracing::info!("HTTP server stopped; draining dispatchers");
         self.dispatchers.drain(self.shutdown_grace).await;
         tracing::info!("drained");
@@ -389,5 +424,29 @@ fn session_texts(settings: &Settings) -> Arc<dyn crate::workflows::session::Temp
             tracing::warn!(error = %e, "template library not loaded: touchpoints inside the window go as templates");
             Arc::new(crate::workflows::session::NoTexts)
         }
+    }
+}
+
+/// SIGTERM (systemd, docker stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -167,6 +167,27 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub max_message_bytes: usize,
     pub shutdown_grace_secs: u64,
+    /// A client must send its request head within this long (slow-loris protection).
+    #[serde(default = "default_client_request_timeout_ms")]
+    pub client_request_timeout_ms: u64,
+    /// Idle keep-alive connections close after this long.
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+    /// Concurrent connections per worker; more wait in the accept backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections_per_worker: usize,
+}
+
+fn default_client_request_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_keep_alive_secs() -> u64 {
+    30
+}
+
+fn default_max_connections() -> usize {
+    10_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

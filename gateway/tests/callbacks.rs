@@ -11,15 +11,12 @@ use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+/// Events received: (event id header, body).
+type Received = Arc<parking_lot::Mutex<Vec<(String, Value)>>>;
+
 /// A receiver that answers 503 to the first `fail_first` deliveries.
-fn flaky_receiver(
-    fail_first: usize,
-) -> (
-    String,
-    Arc<parking_lot::Mutex<Vec<(String, Value)>>>,
-    Arc<AtomicUsize>,
-) {
-    let got: Arc<parking_lot::Mutex<Vec<(String, Value)>>> = Arc::default();
+fn flaky_receiver(fail_first: usize) -> (String, Received, Arc<AtomicUsize>) {
+    let got: Received = Arc::default();
     let calls = Arc::new(AtomicUsize::new(0));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let url = format!(

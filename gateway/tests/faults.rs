@@ -166,7 +166,6 @@ async fn sigterm_under_load_loses_and_duplicates_nothing() {
 /// disable_signals()` and handle SIGTERM/SIGINT in the app (drain dispatchers, then stop the
 /// server with `handle.stop(true)`).
 #[actix_rt::test]
-#[ignore = "bug: SIGTERM stops the actix System before the dispatchers drain; see RELIABILITY.md"]
 async fn sigterm_under_load_drains_in_flight_sends() {
     sigterm_under_load(true).await;
 }

@@ -67,7 +67,6 @@ async fn redis_restarted_mid_run_503s_then_resumes_without_loss() {
 /// status and sends it again: a duplicate per send that was in flight at the moment Redis
 /// died, whenever the outage outlasts the grace period.
 #[actix_rt::test]
-#[ignore = "bug: sends in flight when Redis dies are sent again after it returns; see RELIABILITY.md"]
 async fn redis_restarted_mid_run_sends_nothing_twice() {
     redis_restart(true).await;
 }

@@ -306,9 +306,11 @@ fn key_view(k: &ApiKeyRecord) -> Value {
 pub async fn create_key(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    let body =
+        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     admin(&req, &state)?;
     let id = existing_clinic(&state, &path).await?.id;
     let input: NewKey = if body.is_empty() {
@@ -374,9 +376,11 @@ struct Credit {
 pub async fn credit(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    let body =
+        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     admin(&req, &state)?;
     let id = existing_clinic(&state, &path).await?.id;
     let key = req

@@ -81,9 +81,11 @@ pub struct Change {
 
 pub async fn book(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    let body =
+        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
     let input: Book = super::body::parse_json_body(&body)?;
@@ -120,9 +122,11 @@ fn appointment_id(raw: &str) -> Result<AppointmentId, Problem> {
 pub async fn change(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    let body =
+        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
     let input: Change = super::body::parse_json_body(&body)?;

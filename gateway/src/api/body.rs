@@ -7,6 +7,12 @@ use futures::StreamExt;
 
 use super::problem::Problem;
 
+/// How long a body of up to `limit` bytes may take to arrive: 10 s, plus a second per 256 KiB
+/// the limit allows (a large PDF on a slow link still makes it; a dripping body does not).
+fn body_timeout(limit: usize) -> std::time::Duration {
+    std::time::Duration::from_secs(10 + (limit / (256 * 1024)) as u64)
+}
+
 fn too_large(limit: usize) -> Problem {
     Problem::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -30,7 +36,19 @@ pub async fn read_bounded(
         return Err(too_large(limit));
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
+    let allowed = body_timeout(limit);
+    let deadline = tokio::time::Instant::now() + allowed;
+    loop {
+        // A body trickled in byte by byte (slow loris) is cut off.
+        let Ok(next) = tokio::time::timeout_at(deadline, payload.next()).await else {
+            return Err(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body too slow",
+                format!("the body did not arrive within {} s", allowed.as_secs()),
+            ));
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             Problem::new(
                 StatusCode::BAD_REQUEST,

@@ -5,6 +5,7 @@ mod admin_stats;
 mod appointments;
 mod auth;
 mod body;
+mod broadcasts;
 pub(crate) mod dead_letters;
 mod documents;
 mod health;
@@ -98,6 +99,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(documents::health_record),
         )
         .route("/v1/documents/{id}", web::get().to(documents::get))
+        .route("/v1/broadcasts", web::post().to(broadcasts::create))
+        .route("/v1/broadcasts/{id}", web::get().to(broadcasts::get))
+        .route(
+            "/v1/broadcasts/{id}/cancel",
+            web::post().to(broadcasts::cancel),
+        )
         .route("/v1/patients", web::get().to(patients::list))
         .route("/v1/patients/import", web::post().to(patients::import))
         .route("/v1/patients/{external_id}", web::put().to(patients::put))

@@ -83,6 +83,22 @@ impl Clinical {
             created_ms: now,
             updated_ms: now,
         };
+        if let Some(ext) = a.external_id.as_deref() {
+            // Two deliveries of the same booking at once (two nodes, a retry racing the first
+            // attempt): one claims the EMR id, the other answers with its appointment.
+            if let Some(holder) = self.store.claim_external(&clinic.id, ext, &a.id).await? {
+                if let Some(existing) = self.store.appointment(&clinic.id, &holder).await? {
+                    return Ok(Booked {
+                        appointment: existing,
+                        replayed: true,
+                    });
+                }
+                // The holder's record is not written yet: the first delivery is mid-way.
+                return Err(ClinicalError::Conflict(format!(
+                    "appointment {ext} is being booked by a concurrent request; retry"
+                )));
+            }
+        }
         self.store.put_appointment(&a).await?;
         let commands = appointments::booked(&a, clinic, &clinic.reminder_offsets_minutes, now);
         let key = format!("book|{}|{}", a.id, a.version);

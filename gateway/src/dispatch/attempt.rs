@@ -16,6 +16,26 @@ use crate::store::{AttemptOutcome, QueueEntry};
 
 pub(super) async fn process(core: Rc<Core>, entry: QueueEntry, _permit: OwnedSemaphorePermit) {
     let store = &core.deps.store;
+    // Meta already answered this one while the store was away: record that, never send again.
+    let pending = core.unrecorded.borrow_mut().remove(&entry.message);
+    if let Some(outcome) = pending {
+        match store
+            .finish_attempt(&entry.number, &entry.message, &outcome, now_ms())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(message = %entry.message, "recorded an outcome kept while the store was away");
+                ack(&core, &entry).await;
+            }
+            Err(e) => {
+                tracing::warn!(message = %entry.message, error = %e, "store still away; outcome kept");
+                core.unrecorded
+                    .borrow_mut()
+                    .insert(entry.message.clone(), outcome);
+            }
+        }
+        return;
+    }
     let record = match store.load(&entry.number, &entry.message).await {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -89,6 +109,30 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
         // Suspended (or unknown) clinic: hold its messages; the deadline still applies.
         return defer(core, entry, now_ms() + 30_000).await;
     };
+    if let Some(broadcast) = &msg.broadcast {
+        match core
+            .deps
+            .broadcasts
+            .cancelled(&*core.deps.store, &msg.tenant, broadcast)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                let error = MessageError {
+                    code: 0,
+                    title: "broadcast cancelled".into(),
+                    detail: format!(
+                        "broadcast {broadcast} was cancelled before this message was sent"
+                    ),
+                };
+                return end(core, entry, &record, MessageState::Expired, Some(error)).await;
+            }
+            // Left unacknowledged: reclaimed and decided again.
+            Err(e) => {
+                return tracing::warn!(message = %msg.id, error = %e, "could not check the broadcast")
+            }
+        }
+    }
     if let whatsapp_cloud::wire::Content::Template { template } = &msg.content {
         match core
             .deps
@@ -267,7 +311,36 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
                 .inc();
             defer(core, entry, now_ms() + delay.as_millis() as i64).await;
         }
-        Next::Fail => end(core, entry, &record, MessageState::Failed, Some(error)).await,
+        Next::Fail => {
+            if error.code == NOT_ON_WHATSAPP_CODE {
+                remember_not_on_whatsapp(&*core.deps.store, &msg.tenant, &msg.to).await;
+            }
+            end(core, entry, &record, MessageState::Failed, Some(error)).await
+        }
+    }
+}
+
+/// Meta's "not a WhatsApp user" (131026).
+pub const NOT_ON_WHATSAPP_CODE: i64 = 131026;
+
+/// Remembers for 90 days that Meta said the patient is not on WhatsApp, so broadcasts skip them.
+pub async fn remember_not_on_whatsapp(
+    store: &dyn crate::store::Backend,
+    tenant: &crate::domain::TenantId,
+    to: &crate::domain::E164,
+) {
+    const KEEP_MS: i64 = 90 * 24 * 3_600_000;
+    if let Err(e) = store
+        .set_marker(
+            tenant,
+            to.digits(),
+            crate::broadcasts::NOT_ON_WHATSAPP,
+            Some("131026"),
+            KEEP_MS,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not remember a number that is not on WhatsApp");
     }
 }
 
@@ -311,7 +384,12 @@ async fn finish(core: &Core, entry: &QueueEntry, outcome: AttemptOutcome) {
         .finish_attempt(&entry.number, &entry.message, &outcome, now_ms())
         .await
     {
-        tracing::error!(message = %entry.message, error = %e, "could not record attempt outcome");
+        // Kept in memory: when the entry is reclaimed the outcome is recorded then, so a send
+        // Meta accepted is not sent again because the store could not hear about it.
+        tracing::error!(message = %entry.message, error = %e, "could not record attempt outcome; kept until the store is back");
+        core.unrecorded
+            .borrow_mut()
+            .insert(entry.message.clone(), outcome);
     }
 }
 

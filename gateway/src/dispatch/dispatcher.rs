@@ -28,6 +28,13 @@ pub(super) struct Core {
     pub pacer: Pacer,
     pub policy: RetryPolicy,
     pub in_flight: Arc<Semaphore>,
+    /// The size of `in_flight` for the current tier (see [`in_flight_slots`]).
+    pub slots: Cell<usize>,
+    /// Outcomes Meta gave that could not be recorded (the store was away): applied when the
+    /// entry comes back, instead of deciding (and sending) again.
+    pub unrecorded: std::cell::RefCell<
+        std::collections::HashMap<crate::domain::MessageId, crate::store::AttemptOutcome>,
+    >,
     pub paused_until: Cell<Option<Instant>>,
     pub draining: Cell<bool>,
     pub wake: Arc<Notify>,
@@ -84,7 +91,8 @@ impl Dispatcher {
             status_grace: Duration::from_millis(s.status_grace_ms),
         };
         let consumer = format!("{}-{}", deps.node_id, number.phone_number_id);
-        let in_flight = Arc::new(Semaphore::new(s.max_in_flight));
+        let slots = in_flight_slots(number.tier_mps, s.tier_headroom, s.max_in_flight);
+        let in_flight = Arc::new(Semaphore::new(slots));
         Self {
             core: Rc::new(Core {
                 number,
@@ -93,6 +101,8 @@ impl Dispatcher {
                 pacer,
                 policy,
                 in_flight,
+                slots: Cell::new(slots),
+                unrecorded: Default::default(),
                 paused_until: Cell::new(None),
                 draining: Cell::new(false),
                 wake,
@@ -121,6 +131,27 @@ impl Handler<SetTier> for Dispatcher {
     fn handle(&mut self, msg: SetTier, _: &mut Self::Context) {
         tracing::info!(number = %self.core.number.phone_number_id, tier = msg.0, "tier changed");
         self.core.pacer.set_tier(msg.0);
+        let s = &self.core.deps.settings;
+        let (old, new) = (
+            self.core.slots.get(),
+            in_flight_slots(msg.0, s.tier_headroom, s.max_in_flight),
+        );
+        if new > old {
+            self.core.in_flight.add_permits(new - old);
+        } else {
+            // Permits in use now come back and are forgotten as they do.
+            let forgotten = self.core.in_flight.forget_permits(old - new);
+            if forgotten < old - new {
+                let core = self.core.clone();
+                let rest = (old - new - forgotten) as u32;
+                actix::spawn(async move {
+                    if let Ok(p) = core.in_flight.clone().acquire_many_owned(rest).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+        self.core.slots.set(new);
     }
 }
 
@@ -132,7 +163,7 @@ impl Handler<Drain> for Dispatcher {
         core.draining.set(true);
         core.wake.notify_one();
         Box::pin(async move {
-            let max = core.deps.settings.max_in_flight as u32;
+            let max = core.slots.get() as u32;
             // All permits back means every in-flight send finished and acknowledged.
             if let Ok(p) = core.in_flight.acquire_many(max).await {
                 drop(p);
@@ -239,6 +270,18 @@ async fn run(core: Rc<Core>) {
     tracing::info!(number = %number, "dispatcher draining");
 }
 
+/// How many messages a number may hold claimed at once: about half a second of its paced rate
+/// (at least 2, at most `max`). Claimed messages wait for the pacer in claim order, so a care
+/// message that arrives behind a broadcast waits at most this long, not for a whole batch at a
+/// slow tier. Unlimited numbers (tier 0) use `max`.
+pub fn in_flight_slots(tier_mps: u32, headroom: f64, max: usize) -> usize {
+    if tier_mps == 0 {
+        return max.max(1);
+    }
+    let half_second = (f64::from(tier_mps) * headroom * 0.5).ceil() as usize;
+    half_second.clamp(2, max.max(2))
+}
+
 /// The wait before the next poll of an idle number: doubling from `base_ms` to `max_ms`.
 pub fn idle_backoff(base_ms: u64, max_ms: u64, idle_rounds: u32) -> Duration {
     let factor = 1u64.checked_shl(idle_rounds.min(16)).unwrap_or(u64::MAX);
@@ -247,7 +290,7 @@ pub fn idle_backoff(base_ms: u64, max_ms: u64, idle_rounds: u32) -> Duration {
 
 /// True when the number has nothing queued, scheduled or in flight.
 async fn quiet(core: &Core) -> bool {
-    let all_permits = core.in_flight.available_permits() == core.deps.settings.max_in_flight;
+    let all_permits = core.in_flight.available_permits() == core.slots.get();
     match core.deps.store.depth(&core.number.phone_number_id).await {
         Ok(d) => all_permits && d.ready == [0, 0, 0] && d.in_flight == 0 && d.delayed == 0,
         Err(_) => false,
@@ -257,6 +300,15 @@ async fn quiet(core: &Core) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_tiers_hold_half_a_second_of_work() {
+        assert_eq!(in_flight_slots(20, 0.9, 64), 9);
+        assert_eq!(in_flight_slots(80, 0.9, 64), 36);
+        assert_eq!(in_flight_slots(1_000, 0.9, 64), 64);
+        assert_eq!(in_flight_slots(0, 0.9, 64), 64);
+        assert_eq!(in_flight_slots(1, 0.9, 64), 2);
+    }
 
     #[test]
     fn idle_polling_backs_off_to_a_ceiling() {

@@ -1,7 +1,7 @@
 //! One Dispatcher actor per business number, hosted on a pool of Arbiters. Numbers added by the
 //! admin API (or moved to another tier by Meta) are picked up by `sync`.
 
-mod attempt;
+pub(crate) mod attempt;
 mod dispatcher;
 pub mod lanes;
 pub mod pacing;
@@ -32,6 +32,8 @@ pub struct DispatchDeps {
     pub settings: DispatchSettings,
     /// Unique per process: names this node's consumer in the queue groups.
     pub node_id: String,
+    /// Which broadcasts were cancelled (their queued messages are ended, not sent).
+    pub broadcasts: crate::broadcasts::cancel::CancelGate,
 }
 
 struct Running {

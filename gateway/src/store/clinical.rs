@@ -22,6 +22,14 @@ pub trait AppointmentStore: Send + Sync + 'static {
         tenant: &TenantId,
         external_id: &str,
     ) -> Result<Option<AppointmentId>, StoreError>;
+    /// Claims the EMR id for `id` unless another appointment holds it (atomic across nodes):
+    /// `None` when claimed (or already ours), else the holder.
+    async fn claim_external(
+        &self,
+        tenant: &TenantId,
+        external_id: &str,
+        id: &AppointmentId,
+    ) -> Result<Option<AppointmentId>, StoreError>;
     /// Appointments starting in `[from_ms, to_ms)`, by start time, at most `limit`.
     async fn appointments(
         &self,

@@ -160,7 +160,37 @@ async fn unscheduled_jobs_never_come_due(s: &impl JobStore) {
     );
 }
 
+async fn an_emr_id_is_claimed_by_one_appointment(s: &impl super::clinical::AppointmentStore) {
+    let a = tenant("clinic_a");
+    let ids: Vec<AppointmentId> = (0..8).map(|_| AppointmentId::generate()).collect();
+    let claims =
+        futures::future::join_all(ids.iter().map(|id| s.claim_external(&a, "EMR-1", id))).await;
+    let winners: Vec<&AppointmentId> = ids
+        .iter()
+        .zip(&claims)
+        .filter(|(_, c)| matches!(c, Ok(None)))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(winners.len(), 1, "{claims:?}");
+    for c in &claims {
+        if let Ok(Some(holder)) = c {
+            assert_eq!(holder, winners[0]);
+        }
+    }
+    // The winner claiming again is fine; another clinic has its own ids.
+    assert!(matches!(
+        s.claim_external(&a, "EMR-1", winners[0]).await,
+        Ok(None)
+    ));
+    assert!(matches!(
+        s.claim_external(&tenant("clinic_b"), "EMR-1", &ids[0])
+            .await,
+        Ok(None)
+    ));
+}
+
 contract!(
+    an_emr_id_is_claimed_by_one_appointment,
     records_put_get_list_by_time_and_external_id,
     consent_switches_per_clinic_and_patient,
     markers_expire_and_clear,

@@ -59,6 +59,20 @@ impl AppointmentStore for MemoryStore {
             .cloned())
     }
 
+    async fn claim_external(
+        &self,
+        tenant: &TenantId,
+        external_id: &str,
+        id: &AppointmentId,
+    ) -> Result<Option<AppointmentId>, StoreError> {
+        let mut s = self.clinical.lock();
+        let holder = s
+            .external
+            .entry((tenant.clone(), external_id.to_owned()))
+            .or_insert_with(|| id.clone());
+        Ok((holder != id).then(|| holder.clone()))
+    }
+
     async fn appointments(
         &self,
         tenant: &TenantId,

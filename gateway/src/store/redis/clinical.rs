@@ -133,6 +133,32 @@ impl AppointmentStore for RedisStore {
         }
     }
 
+    async fn claim_external(
+        &self,
+        tenant: &TenantId,
+        external_id: &str,
+        id: &AppointmentId,
+    ) -> Result<Option<AppointmentId>, StoreError> {
+        let key = self.keys().appointment_external(tenant, external_id);
+        // SET NX … GET answers the holder when there is one (Redis ≥ 7.0).
+        let v = self
+            .cmd(
+                ::redis::cmd("SET")
+                    .arg(&key)
+                    .arg(id.as_str())
+                    .arg("NX")
+                    .arg("GET"),
+            )
+            .await?;
+        match v {
+            Value::Nil | Value::Okay => Ok(None),
+            v => {
+                let holder = text(&key, &v)?;
+                Ok(AppointmentId::parse(&holder).filter(|h| h != id))
+            }
+        }
+    }
+
     async fn appointments(
         &self,
         tenant: &TenantId,
