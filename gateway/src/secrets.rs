@@ -44,19 +44,31 @@ impl SecretKeys {
             let (id, b64) = part
                 .split_once(':')
                 .ok_or_else(|| SecretsError::BadKeys("each key is id:base64".into()))?;
-            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(SecretsError::BadKeys(format!("key id {id:?}: letters, digits, - and _")));
+            if id.is_empty()
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(SecretsError::BadKeys(format!(
+                    "key id {id:?}: letters, digits, - and _"
+                )));
             }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|e| SecretsError::BadKeys(format!("key {id}: {e}")))?;
             if bytes.len() != 32 {
-                return Err(SecretsError::BadKeys(format!("key {id}: 32 bytes needed, got {}", bytes.len())));
+                return Err(SecretsError::BadKeys(format!(
+                    "key {id}: 32 bytes needed, got {}",
+                    bytes.len()
+                )));
             }
             if keys.iter().any(|(k, _)| k == id) {
                 return Err(SecretsError::BadKeys(format!("key id {id} twice")));
             }
-            keys.push((id.to_owned(), XChaCha20Poly1305::new(Key::from_slice(&bytes))));
+            keys.push((
+                id.to_owned(),
+                XChaCha20Poly1305::new(Key::from_slice(&bytes)),
+            ));
         }
         if keys.is_empty() {
             return Err(SecretsError::BadKeys("no key".into()));
@@ -173,16 +185,28 @@ mod tests {
         let old = SecretKeys::parse(&format!("k1:{}", key(1))).unwrap_or_else(|e| panic!("{e}"));
         let sealed = old.seal("EAAG-token").unwrap_or_else(|e| panic!("{e}"));
         assert!(sealed.starts_with("enc:v1:k1:") && !sealed.contains("EAAG"));
-        assert_ne!(sealed, old.seal("EAAG-token").unwrap_or_default(), "fresh nonce each time");
+        assert_ne!(
+            sealed,
+            old.seal("EAAG-token").unwrap_or_default(),
+            "fresh nonce each time"
+        );
         assert_eq!(old.open(&sealed).as_deref(), Ok("EAAG-token"));
-        assert_eq!(old.open("plain-from-before").as_deref(), Ok("plain-from-before"));
+        assert_eq!(
+            old.open("plain-from-before").as_deref(),
+            Ok("plain-from-before")
+        );
         // Rotation: the new key seals, the old one still opens.
-        let both = SecretKeys::parse(&format!("k2:{}, k1:{}", key(2), key(1))).unwrap_or_else(|e| panic!("{e}"));
+        let both = SecretKeys::parse(&format!("k2:{}, k1:{}", key(2), key(1)))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(both.open(&sealed).as_deref(), Ok("EAAG-token"));
         assert!(!both.is_current(&sealed));
         assert!(both.is_current(&both.seal("x").unwrap_or_default()));
-        let only_new = SecretKeys::parse(&format!("k2:{}", key(2))).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(only_new.open(&sealed), Err(SecretsError::UnknownKey("k1".into())));
+        let only_new =
+            SecretKeys::parse(&format!("k2:{}", key(2))).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            only_new.open(&sealed),
+            Err(SecretsError::UnknownKey("k1".into()))
+        );
         // Tampering is detected.
         let mut bad = sealed.clone();
         bad.pop();
@@ -192,8 +216,17 @@ mod tests {
 
     #[test]
     fn bad_key_specs_say_why() {
-        for spec in ["", "nokey", "k1:short", &format!("k 1:{}", key(1)), &format!("k1:{0},k1:{0}", key(1))] {
-            assert!(matches!(SecretKeys::parse(spec), Err(SecretsError::BadKeys(_))), "{spec}");
+        for spec in [
+            "",
+            "nokey",
+            "k1:short",
+            &format!("k 1:{}", key(1)),
+            &format!("k1:{0},k1:{0}", key(1)),
+        ] {
+            assert!(
+                matches!(SecretKeys::parse(spec), Err(SecretsError::BadKeys(_))),
+                "{spec}"
+            );
         }
     }
 

@@ -928,9 +928,20 @@ async fn after_a_reschedule_the_old_reminders_go_and_a_tap_on_an_old_one_acts_on
 
 #[actix_rt::test]
 async fn a_reschedule_tap_tells_the_clinic_and_the_patient() {
-    let app = spawn_app("touch_resched", Options { full_library: true, ..Options::default() }).await;
+    let app = spawn_app(
+        "touch_resched",
+        Options {
+            full_library: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let (url, captured) = callback_receiver();
-    configure(&app, json!({"callback": {"url": url, "secret": "callback-secret-0123456789"}})).await;
+    configure(
+        &app,
+        json!({"callback": {"url": url, "secret": "callback-secret-0123456789"}}),
+    )
+    .await;
     let p = patient(39);
     let (s, a) = app
         .call(
@@ -950,12 +961,45 @@ async fn a_reschedule_tap_tells_the_clinic_and_the_patient() {
     };
     assert_eq!(template.language.code, "bn", "the patient's language");
     let taps = payloads(&reminder);
-    app.sim.inject_button_tap(NUMBER_A, digits(&p), &reminder.wamid, "Reschedule", &taps[2]);
-    assert!(eventually(Duration::from_secs(10), || text_to(&app, &p, "will call you")).await);
-    assert!(eventually(Duration::from_secs(5), || !events(&captured, "appointment.reschedule_requested").is_empty()).await);
+    app.sim.inject_button_tap(
+        NUMBER_A,
+        digits(&p),
+        &reminder.wamid,
+        "Reschedule",
+        &taps[2],
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || text_to(
+            &app,
+            &p,
+            "will call you"
+        ))
+        .await
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || !events(
+            &captured,
+            "appointment.reschedule_requested"
+        )
+        .is_empty())
+        .await
+    );
     let event = &events(&captured, "appointment.reschedule_requested")[0];
-    assert_eq!((event["data"]["appointment"].as_str(), event["data"]["external_id"].as_str()), (Some(id.as_str()), Some("EMR-77")));
-    let v = app.call(Method::GET, &format!("/v1/appointments/{id}"), KEY_A, None).await.1;
-    assert_eq!((v["status"].as_str(), v["response"].as_str()), (Some("booked"), Some("reschedule_requested")), "{v}");
+    assert_eq!(
+        (
+            event["data"]["appointment"].as_str(),
+            event["data"]["external_id"].as_str()
+        ),
+        (Some(id.as_str()), Some("EMR-77"))
+    );
+    let v = app
+        .call(Method::GET, &format!("/v1/appointments/{id}"), KEY_A, None)
+        .await
+        .1;
+    assert_eq!(
+        (v["status"].as_str(), v["response"].as_str()),
+        (Some("booked"), Some("reschedule_requested")),
+        "{v}"
+    );
     assert_eq!(v["outcome"]["reminder"], "reschedule_requested");
 }

@@ -137,7 +137,10 @@ mod tests {
             E164::from_wa_id("919876543210").map(|p| p.as_str().to_owned()),
             Ok("+919876543210".to_owned())
         );
-        assert_eq!(E164::from_wa_id("+15551234567").map(|p| p.digits().len()), Ok(11));
+        assert_eq!(
+            E164::from_wa_id("+15551234567").map(|p| p.digits().len()),
+            Ok(11)
+        );
         assert!(E164::from_wa_id("12").is_err());
     }
 

@@ -1147,7 +1147,8 @@ mod redis_only {
                 crate::secrets::SecretKeys::parse(&spec).unwrap_or_else(|e| panic!("{e}")),
             )
         };
-        let s = super::super::RedisStore::connect(&url, &prefix, 2).unwrap_or_else(|e| panic!("{e}"));
+        let s =
+            super::super::RedisStore::connect(&url, &prefix, 2).unwrap_or_else(|e| panic!("{e}"));
         assert!(s.set_secret_keys(keys(format!("k1:{}", b64(1)))));
         let mut c = clinic("clinic_a", &["1001"]);
         c.access_token = Secret::new("EAAG-very-secret-token");
@@ -1159,12 +1160,21 @@ mod redis_only {
             .query_async(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(!stored.contains("EAAG-very-secret-token") && !stored.contains("app-secret-value"), "{stored}");
+        assert!(
+            !stored.contains("EAAG-very-secret-token") && !stored.contains("app-secret-value"),
+            "{stored}"
+        );
         assert!(stored.contains("enc:v1:k1:"), "{stored}");
-        let back = s.clinic(&tenant("clinic_a")).await.ok().flatten().unwrap_or_else(|| panic!("clinic"));
+        let back = s
+            .clinic(&tenant("clinic_a"))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("clinic"));
         assert_eq!(back.access_token.expose(), "EAAG-very-secret-token");
         // Rotation: a node with k2 first re-seals; k1 alone can no longer open them.
-        let s2 = super::super::RedisStore::connect(&url, &prefix, 2).unwrap_or_else(|e| panic!("{e}"));
+        let s2 =
+            super::super::RedisStore::connect(&url, &prefix, 2).unwrap_or_else(|e| panic!("{e}"));
         s2.set_secret_keys(keys(format!("k2:{},k1:{}", b64(2), b64(1))));
         assert_eq!(s2.reseal_clinics().await.ok(), Some(1));
         assert_eq!(s2.reseal_clinics().await.ok(), Some(0), "already current");
@@ -1173,9 +1183,16 @@ mod redis_only {
             .query_async(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(stored.contains("enc:v1:k2:") && !stored.contains("enc:v1:k1:"), "{stored}");
-        let s3 = super::super::RedisStore::connect(&url, &prefix, 2).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            stored.contains("enc:v1:k2:") && !stored.contains("enc:v1:k1:"),
+            "{stored}"
+        );
+        let s3 =
+            super::super::RedisStore::connect(&url, &prefix, 2).unwrap_or_else(|e| panic!("{e}"));
         s3.set_secret_keys(keys(format!("k1:{}", b64(1))));
-        assert!(matches!(s3.clinic(&tenant("clinic_a")).await, Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            s3.clinic(&tenant("clinic_a")).await,
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }

@@ -20,9 +20,9 @@ pub(crate) mod contract;
 #[macro_use]
 pub(crate) mod contract_tenancy;
 #[cfg(test)]
-pub(crate) mod contract_records;
-#[cfg(test)]
 pub(crate) mod contract_patients;
+#[cfg(test)]
+pub(crate) mod contract_records;
 
 use async_trait::async_trait;
 use serde::Serialize;
