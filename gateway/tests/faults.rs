@@ -157,14 +157,9 @@ async fn sigterm_under_load_loses_and_duplicates_nothing() {
     sigterm_under_load(false).await;
 }
 
-/// Bug: on SIGTERM actix-server stops the whole actix `System` once the HTTP workers are done
-/// (`force_system_stop: true` for OS signals), which stops the dispatchers' arbiters before
-/// `Application::run_until_stopped` asks them to drain: in-flight sends are dropped mid-call
-/// and stay `sending` (their `Drain` message finds a dead actor, so "drained" is logged at
-/// once). Nothing is lost or sent twice (the crash-recovery path resolves them from Meta's
-/// statuses after the restart), but the drain does not happen. Fix: `HttpServer::
-/// disable_signals()` and handle SIGTERM/SIGINT in the app (drain dispatchers, then stop the
-/// server with `handle.stop(true)`).
+/// Found by this test (fixed in 3b03245): actix-server stopped the whole actix `System` on an
+/// OS SIGTERM before the dispatchers were asked to drain, so in-flight sends were dropped
+/// mid-call and left `sending`. Now the app handles the signal: dispatchers drain first.
 #[actix_rt::test]
 async fn sigterm_under_load_drains_in_flight_sends() {
     sigterm_under_load(true).await;

@@ -60,12 +60,10 @@ async fn redis_restarted_mid_run_503s_then_resumes_without_loss() {
     redis_restart(false).await;
 }
 
-/// Bug: a send in flight when Redis dies is accepted by Meta, but its outcome cannot be
-/// recorded (`finish_attempt` fails and is only logged, dispatch/attempt.rs `finish`), and
-/// Meta's status webhooks for it are refused with 503 while Redis is away. Once Redis is back
-/// the entry is reclaimed, `decide_send` sees `sending` older than `status_grace_ms` with no
-/// status and sends it again: a duplicate per send that was in flight at the moment Redis
-/// died, whenever the outage outlasts the grace period.
+/// Found by this test (fixed in 3b03245): a send in flight when Redis died was accepted by
+/// Meta, its outcome could not be recorded and Meta's statuses were refused with 503; once
+/// Redis was back the entry was reclaimed as `sending` past the status grace and sent again.
+/// Now the outcome Meta gave is kept and recorded on reclaim, never re-sent.
 #[actix_rt::test]
 async fn redis_restarted_mid_run_sends_nothing_twice() {
     redis_restart(true).await;
