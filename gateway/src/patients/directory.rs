@@ -755,13 +755,27 @@ impl PatientDirectory {
         let started = std::time::Instant::now();
         // The version first: changes during the scan are applied again from the feed.
         let mut ix = ClinicIndex::new(self.store().patient_version(tenant).await?);
-        let mut cursor: Option<String> = None;
         let mut unreadable = 0usize;
-        loop {
-            let page = self
-                .store()
-                .scan_patient_index(tenant, cursor.as_deref(), INDEX_PAGE)
-                .await?;
+        // The next page is fetched while this one is indexed (Redis works while we parse).
+        let fetch = |cursor: Option<String>| {
+            let store = self.inner.store.clone();
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                store
+                    .scan_patient_index(&tenant, cursor.as_deref(), INDEX_PAGE)
+                    .await
+            })
+        };
+        let mut next = Some(fetch(None));
+        while let Some(pending) = next.take() {
+            let page = pending.await.map_err(|e| {
+                StoreError::Unavailable(format!("loading the patient index: {e}"))
+            })??;
+            if let Some(cursor) = page.next.clone() {
+                next = Some(fetch(Some(cursor)));
+                // Let the fetch send its request before the CPU-bound indexing below.
+                tokio::task::yield_now().await;
+            }
             for (id, entry) in &page.items {
                 match ix.put_entry(id, entry) {
                     Ok(()) => {}
@@ -771,10 +785,6 @@ impl PatientDirectory {
                     }
                     Err(IndexError::Unreadable { .. }) => unreadable += 1,
                 }
-            }
-            match page.next {
-                Some(n) => cursor = Some(n),
-                None => break,
             }
         }
         if unreadable > 0 {

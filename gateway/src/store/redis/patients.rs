@@ -45,6 +45,14 @@ fn opt_text(key: &str, v: &Value) -> Result<Option<String>, StoreError> {
     }
 }
 
+/// A string reply, moved out of the value.
+fn owned_text(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        other => text(&other),
+    }
+}
+
 fn put_outcome(key: &str, v: &Value) -> Result<PutOutcome, StoreError> {
     let parts = items(v).ok_or_else(|| corrupt(key, format!("put answered {v:?}")))?;
     let (Some(version), Some(created)) = (parts.first().and_then(int), parts.get(1).and_then(int))
@@ -87,11 +95,19 @@ impl RedisStore {
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
-        let [next, flat] = items(&v).ok_or_else(|| corrupt(key, "HSCAN reply"))? else {
+        // Taken apart by value: the strings move out of the reply instead of being copied.
+        let Value::Array(mut parts) = v else {
+            return Err(corrupt(key, "HSCAN reply is not an array"));
+        };
+        let (Some(flat), Some(next), None) = (parts.pop(), parts.pop(), parts.pop()) else {
             return Err(corrupt(key, "HSCAN reply is not [cursor, items]"));
         };
-        let next = text(next).ok_or_else(|| corrupt(key, "HSCAN cursor"))?;
-        let flat = items(flat).ok_or_else(|| corrupt(key, "HSCAN items"))?;
+        let next = text(&next).ok_or_else(|| corrupt(key, "HSCAN cursor"))?;
+        let flat = match flat {
+            Value::Array(a) => a,
+            Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => return Err(corrupt(key, "HSCAN items are not an array")),
+        };
         if flat.len() % 2 != 0 {
             return Err(corrupt(key, "HSCAN items are not pairs"));
         }
@@ -99,8 +115,9 @@ impl RedisStore {
             items: Vec::with_capacity(flat.len() / 2),
             next: (next != "0").then_some(next),
         };
-        for pair in flat.chunks(2) {
-            let (Some(id), Some(value)) = (text(&pair[0]), text(&pair[1])) else {
+        let mut it = flat.into_iter();
+        while let (Some(id), Some(value)) = (it.next(), it.next()) {
+            let (Some(id), Some(value)) = (owned_text(id), owned_text(value)) else {
                 return Err(corrupt(key, "HSCAN returned a non-string"));
             };
             page.items.push((id, value));
