@@ -309,9 +309,9 @@ pub async fn create_key(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    admin(&req, &state)?;
     let body =
         super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
-    admin(&req, &state)?;
     let id = existing_clinic(&state, &path).await?.id;
     let input: NewKey = if body.is_empty() {
         NewKey::default()
@@ -379,9 +379,9 @@ pub async fn credit(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
+    admin(&req, &state)?;
     let body =
         super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
-    admin(&req, &state)?;
     let id = existing_clinic(&state, &path).await?.id;
     let key = req
         .headers()

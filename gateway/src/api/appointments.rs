@@ -84,10 +84,10 @@ pub async fn book(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    let body =
-        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
+    let body =
+        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let input: Book = super::body::parse_json_body(&body)?;
     let patient = input.patient.parse(&clinic)?;
     let booked = state
@@ -125,10 +125,10 @@ pub async fn change(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    let body =
-        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
+    let body =
+        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let input: Change = super::body::parse_json_body(&body)?;
     let a = state
         .clinical

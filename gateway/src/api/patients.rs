@@ -54,10 +54,10 @@ pub async fn put(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    let body =
-        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
+    let body =
+        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let id = path.into_inner();
     let input: PatientInput = super::body::parse_json_body(&body)?;
     let record = input

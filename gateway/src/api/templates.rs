@@ -48,10 +48,10 @@ pub async fn submit(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    let body =
-        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
+    let body =
+        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let t: CreateTemplateRequest = super::body::parse_json_body(&body)?;
     if t.name.is_empty()
         || !t

@@ -36,10 +36,10 @@ pub async fn complete(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
-    let body =
-        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
+    let body =
+        super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let input: VisitInput = super::body::parse_json_body(&body)?;
     let appointment = input
         .appointment_id

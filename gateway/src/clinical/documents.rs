@@ -33,6 +33,11 @@ pub struct Delivered {
     pub replayed: bool,
 }
 
+/// The EMR's id is unique per kind of document: a prescription and a lab report may share one.
+fn external_key(kind: DocumentKind, ext: &str) -> String {
+    format!("{}:{ext}", kind.as_str())
+}
+
 impl Clinical {
     pub async fn document(
         &self,
@@ -59,7 +64,11 @@ impl Clinical {
         let existing = match input.external_id.as_deref() {
             Some(ext) => match self
                 .store
-                .record_by_external(&clinic.id, RecordKind::Document, ext)
+                .record_by_external(
+                    &clinic.id,
+                    RecordKind::Document,
+                    &external_key(input.kind, ext),
+                )
                 .await?
             {
                 Some(id) => self.document(&clinic.id, &id).await?,
@@ -146,7 +155,10 @@ impl Clinical {
             RecordKind::Document,
             &doc.id,
             doc.created_ms,
-            doc.external_id.as_deref(),
+            doc.external_id
+                .as_deref()
+                .map(|ext| external_key(doc.kind, ext))
+                .as_deref(),
             doc,
         )
         .await
