@@ -51,6 +51,15 @@ pub trait AppointmentStore: Send + Sync + 'static {
         tenant: &TenantId,
         patient: &str,
     ) -> Result<Option<AppointmentId>, StoreError>;
+    /// Forgets the patient's pending question.
+    async fn clear_pending(&self, tenant: &TenantId, patient: &str) -> Result<(), StoreError>;
+    /// Deletes an appointment, its time-index entry and its EMR-id entry (if it still points
+    /// at this appointment). `true` when it existed. Its jobs are the caller's to unschedule.
+    async fn delete_appointment(
+        &self,
+        tenant: &TenantId,
+        id: &AppointmentId,
+    ) -> Result<bool, StoreError>;
 }
 
 /// A job claimed from the scheduler, to complete once done.

@@ -88,6 +88,119 @@ async fn records_put_get_list_by_time_and_external_id(s: &impl RecordStore) {
         .is_ok_and(|v| v.is_empty()));
 }
 
+async fn records_delete_with_their_index_and_external_id(s: &impl RecordStore) {
+    let (a, b) = (tenant("clinic_a"), tenant("clinic_b"));
+    put(s, &a, "doc_1", 1_000, Some("LAB-1")).await;
+    put(s, &a, "doc_2", 2_000, Some("LAB-2")).await;
+    put(s, &b, "doc_1", 1_000, Some("LAB-1")).await;
+    let entries = s
+        .record_entries(&a, RecordKind::Document, 0, i64::MAX, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| (e.id.as_str(), e.at_ms, e.json.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("doc_1", 1_000, Some("{\"id\":\"doc_1\"}")),
+            ("doc_2", 2_000, Some("{\"id\":\"doc_2\"}")),
+        ]
+    );
+    let deleted = s
+        .delete_record(&a, RecordKind::Document, "doc_1", Some("LAB-1"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(deleted);
+    // An external id that now names another record is left alone.
+    let kept = s
+        .delete_record(&a, RecordKind::Document, "doc_2", Some("LAB-1"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(kept, "doc_2 existed");
+    let again = s
+        .delete_record(&a, RecordKind::Document, "doc_1", None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!again, "already gone");
+    let doc = |t: TenantId, id: &'static str| async move {
+        s.record(&t, RecordKind::Document, id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(doc(a.clone(), "doc_1").await, None);
+    assert_eq!(doc(a.clone(), "doc_2").await, None);
+    assert!(doc(b.clone(), "doc_1").await.is_some(), "another clinic's");
+    assert!(s
+        .records(&a, RecordKind::Document, 0, i64::MAX, 10)
+        .await
+        .is_ok_and(|v| v.is_empty()));
+    assert!(s
+        .record_by_external(&a, RecordKind::Document, "LAB-1")
+        .await
+        .is_ok_and(|v| v.is_none()));
+    assert!(s
+        .record_by_external(&b, RecordKind::Document, "LAB-1")
+        .await
+        .is_ok_and(|v| v.as_deref() == Some("doc_1")));
+}
+
+async fn appointments_delete_with_their_indexes(s: &impl super::clinical::AppointmentStore) {
+    use crate::domain::appointment::{Appointment, AppointmentStatus, Patient};
+    let a = tenant("clinic_a");
+    let phone = crate::domain::E164::parse("+919800000001").unwrap_or_else(|e| panic!("{e}"));
+    let apt = Appointment {
+        id: AppointmentId::generate(),
+        tenant: a.clone(),
+        external_id: Some("EMR-9".into()),
+        patient: Patient {
+            phone,
+            name: "Asha".into(),
+            language: None,
+        },
+        doctor: None,
+        location: None,
+        start_ms: 5_000,
+        end_ms: None,
+        status: AppointmentStatus::Booked,
+        response: None,
+        version: 1,
+        reminders: Vec::new(),
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    s.put_appointment(&apt)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.set_pending(&a, "+919800000001", &apt.id, 60_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(s
+        .delete_appointment(&a, &apt.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(!s
+        .delete_appointment(&a, &apt.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}")));
+    assert!(s.appointment(&a, &apt.id).await.is_ok_and(|v| v.is_none()));
+    assert!(s
+        .appointment_by_external(&a, "EMR-9")
+        .await
+        .is_ok_and(|v| v.is_none()));
+    assert!(s
+        .appointments(&a, 0, i64::MAX, 10)
+        .await
+        .is_ok_and(|v| v.is_empty()));
+    s.clear_pending(&a, "919800000001")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(s
+        .pending(&a, "+919800000001")
+        .await
+        .is_ok_and(|v| v.is_none()));
+}
+
 async fn consent_switches_per_clinic_and_patient(s: &impl RecordStore) {
     let (a, b) = (tenant("clinic_a"), tenant("clinic_b"));
     let out = |t: TenantId, p: &'static str| async move {
@@ -192,6 +305,8 @@ async fn an_emr_id_is_claimed_by_one_appointment(s: &impl super::clinical::Appoi
 contract!(
     an_emr_id_is_claimed_by_one_appointment,
     records_put_get_list_by_time_and_external_id,
+    records_delete_with_their_index_and_external_id,
+    appointments_delete_with_their_indexes,
     consent_switches_per_clinic_and_patient,
     markers_expire_and_clear,
     unscheduled_jobs_never_come_due,

@@ -121,6 +121,30 @@ impl AppointmentStore for MemoryStore {
             .filter(|(_, until)| *until > now_ms())
             .map(|(id, _)| id.clone()))
     }
+
+    async fn clear_pending(&self, tenant: &TenantId, patient: &str) -> Result<(), StoreError> {
+        let key = (tenant.clone(), patient.trim_start_matches('+').to_owned());
+        self.clinical.lock().pending.remove(&key);
+        Ok(())
+    }
+
+    async fn delete_appointment(
+        &self,
+        tenant: &TenantId,
+        id: &AppointmentId,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.clinical.lock();
+        let Some(a) = s.appointments.remove(&(tenant.clone(), id.clone())) else {
+            return Ok(false);
+        };
+        if let Some(ext) = a.external_id {
+            let key = (tenant.clone(), ext);
+            if s.external.get(&key).is_some_and(|held| held == id) {
+                s.external.remove(&key);
+            }
+        }
+        Ok(true)
+    }
 }
 
 #[async_trait]

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 
-use super::records::{RecordKind, RecordPut, RecordStore};
+use super::records::{RecordEntry, RecordKind, RecordPut, RecordStore};
 use super::{MemoryStore, StoreError};
 use crate::clock::now_ms;
 use crate::domain::TenantId;
@@ -92,6 +92,56 @@ impl RecordStore for MemoryStore {
             .take(limit)
             .map(|(_, _, json)| json.clone())
             .collect())
+    }
+
+    async fn record_entries(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordEntry>, StoreError> {
+        let s = self.records.lock();
+        let Some(m) = s.records.get(&(tenant.clone(), kind)) else {
+            return Ok(Vec::new());
+        };
+        let mut found: Vec<(i64, &String, &String)> = m
+            .iter()
+            .filter(|(_, (at, _))| *at >= from_ms && *at < to_ms)
+            .map(|(id, (at, json))| (*at, id, json))
+            .collect();
+        found.sort();
+        Ok(found
+            .into_iter()
+            .take(limit)
+            .map(|(at_ms, id, json)| RecordEntry {
+                id: id.clone(),
+                at_ms,
+                json: Some(json.clone()),
+            })
+            .collect())
+    }
+
+    async fn delete_record(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        id: &str,
+        external: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.records.lock();
+        let scope = (tenant.clone(), kind);
+        if let Some(ext) = external {
+            let key = (scope.clone(), ext.to_owned());
+            if s.external.get(&key).is_some_and(|held| held == id) {
+                s.external.remove(&key);
+            }
+        }
+        Ok(s.records
+            .get_mut(&scope)
+            .and_then(|m| m.remove(id))
+            .is_some())
     }
 
     async fn set_opted_out(

@@ -50,6 +50,15 @@ pub struct RecordPut<'a> {
     pub external: Option<&'a str>,
 }
 
+/// A record as listed by [`RecordStore::record_entries`]: its id, the time it is listed at, and
+/// its JSON (`None` when the index entry outlived the record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordEntry {
+    pub id: String,
+    pub at_ms: i64,
+    pub json: Option<String>,
+}
+
 #[async_trait]
 pub trait RecordStore: Send + Sync + 'static {
     /// Creates or replaces a record.
@@ -76,6 +85,24 @@ pub trait RecordStore: Send + Sync + 'static {
         to_ms: i64,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+    /// Like [`RecordStore::records`], with each record's id and time (for erasure and retention).
+    async fn record_entries(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordEntry>, StoreError>;
+    /// Deletes a record, its time-index entry and, when given, its external-id entry (only if
+    /// that entry still points at `id`). `true` when the record or its index entry existed.
+    async fn delete_record(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        id: &str,
+        external: Option<&str>,
+    ) -> Result<bool, StoreError>;
 
     /// STOP / START: whether the patient (digits of the E.164 number) has opted out.
     async fn set_opted_out(

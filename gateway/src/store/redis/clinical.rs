@@ -221,6 +221,42 @@ impl AppointmentStore for RedisStore {
             v => Ok(AppointmentId::parse(&text(&key, &v)?)),
         }
     }
+
+    async fn clear_pending(&self, tenant: &TenantId, patient: &str) -> Result<(), StoreError> {
+        self.cmd(::redis::cmd("DEL").arg(self.keys().pending(tenant, patient)))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_appointment(
+        &self,
+        tenant: &TenantId,
+        id: &AppointmentId,
+    ) -> Result<bool, StoreError> {
+        let keys = self.keys();
+        let Some(a) = self.appointment(tenant, id).await? else {
+            // An index entry without its appointment is dropped all the same.
+            self.cmd(
+                ::redis::cmd("ZREM")
+                    .arg(keys.appointments(tenant))
+                    .arg(id.as_str()),
+            )
+            .await?;
+            return Ok(false);
+        };
+        let delete = Script::new(super::records::DELETE_INDEXED);
+        let mut script = delete.prepare_invoke();
+        script
+            .key(keys.appointment(tenant, id.as_str()))
+            .key(keys.appointments(tenant))
+            .arg(id.as_str());
+        if let Some(ext) = &a.external_id {
+            script.key(keys.appointment_external(tenant, ext));
+        }
+        let mut c = self.conn().await?;
+        let v: i64 = script.invoke_async(&mut c).await.map_err(unavailable)?;
+        Ok(v == 1)
+    }
 }
 
 #[async_trait]

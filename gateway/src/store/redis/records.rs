@@ -6,8 +6,19 @@ use async_trait::async_trait;
 use super::reply::{corrupt, items, text as reply_text};
 use super::{unavailable, RedisStore};
 use crate::domain::TenantId;
-use crate::store::records::{RecordKind, RecordPut, RecordStore};
+use crate::store::records::{RecordEntry, RecordKind, RecordPut, RecordStore};
 use crate::store::StoreError;
+
+/// Deletes a record (KEYS[1]), its index member ARGV[1] in KEYS[2] and, when KEYS[3] is
+/// given, the external-id entry if it still names ARGV[1]. Answers 1 when something existed.
+pub(super) const DELETE_INDEXED: &str = r"
+local found = redis.call('DEL', KEYS[1]) + redis.call('ZREM', KEYS[2], ARGV[1])
+if KEYS[3] and redis.call('GET', KEYS[3]) == ARGV[1] then
+  redis.call('DEL', KEYS[3])
+end
+if found > 0 then return 1 end
+return 0
+";
 
 fn opt_text(key: &str, v: Value) -> Result<Option<String>, StoreError> {
     match v {
@@ -107,6 +118,87 @@ impl RecordStore for RedisStore {
             items(&values).ok_or_else(|| corrupt(&index, format!("MGET answered {values:?}")))?;
         // A member whose record is gone (never the case today) is skipped, not an error.
         Ok(values.iter().filter_map(reply_text).collect())
+    }
+
+    async fn record_entries(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordEntry>, StoreError> {
+        let keys = self.keys();
+        let index = keys.records_of(tenant, kind.as_str());
+        let reply = self
+            .run(
+                ::redis::cmd("ZRANGEBYSCORE")
+                    .arg(&index)
+                    .arg(from_ms)
+                    .arg(format!("({to_ms}"))
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        let flat = items(&reply)
+            .ok_or_else(|| corrupt(&index, format!("expected an array, got {reply:?}")))?;
+        let mut entries = Vec::with_capacity(flat.len() / 2);
+        for pair in flat.chunks(2) {
+            let [id, score] = pair else {
+                return Err(corrupt(&index, "an odd WITHSCORES reply"));
+            };
+            let id = reply_text(id).ok_or_else(|| corrupt(&index, "a non-string member"))?;
+            let at_ms = match score {
+                Value::Double(d) => *d as i64,
+                v => reply_text(v)
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .map(|d| d as i64)
+                    .ok_or_else(|| corrupt(&index, format!("a score {v:?}")))?,
+            };
+            entries.push(RecordEntry {
+                id,
+                at_ms,
+                json: None,
+            });
+        }
+        if entries.is_empty() {
+            return Ok(entries);
+        }
+        let mut mget = ::redis::cmd("MGET");
+        for e in &entries {
+            mget.arg(keys.record_of(tenant, kind.as_str(), &e.id));
+        }
+        let values = self.run(&mget).await?;
+        let values =
+            items(&values).ok_or_else(|| corrupt(&index, format!("MGET answered {values:?}")))?;
+        for (e, v) in entries.iter_mut().zip(values) {
+            e.json = reply_text(v);
+        }
+        Ok(entries)
+    }
+
+    async fn delete_record(
+        &self,
+        tenant: &TenantId,
+        kind: RecordKind,
+        id: &str,
+        external: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let keys = self.keys();
+        let delete = ::redis::Script::new(DELETE_INDEXED);
+        let mut script = delete.prepare_invoke();
+        script
+            .key(keys.record_of(tenant, kind.as_str(), id))
+            .key(keys.records_of(tenant, kind.as_str()))
+            .arg(id);
+        if let Some(ext) = external {
+            script.key(keys.record_external(tenant, kind.as_str(), ext));
+        }
+        let mut c = self.conn().await?;
+        let v: i64 = script.invoke_async(&mut c).await.map_err(unavailable)?;
+        Ok(v == 1)
     }
 
     async fn set_opted_out(
