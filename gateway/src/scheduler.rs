@@ -16,10 +16,20 @@ const BATCH: usize = 500;
 const CONCURRENCY: usize = 64;
 /// A claimed job not completed within this long runs again.
 const LEASE_MS: i64 = 60_000;
+/// The retention sweep runs at most this often per node.
+const SWEEP_EVERY_MS: i64 = 3_600_000;
+/// Records and appointments deleted per sweep, all clinics together; the rest waits for the
+/// next sweep.
+pub const SWEEP_BUDGET: usize = 5_000;
 
 pub fn spawn(clinical: Clinical, poll: Duration) {
     actix::spawn(async move {
+        let mut next_sweep = 0;
         loop {
+            if now_ms() >= next_sweep {
+                next_sweep = now_ms() + SWEEP_EVERY_MS;
+                sweep(&clinical).await;
+            }
             let claimed = match clinical.store.claim_due(now_ms(), BATCH, LEASE_MS).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -41,6 +51,26 @@ pub fn spawn(clinical: Clinical, poll: Duration) {
             }
         }
     });
+}
+
+/// Deletes what is older than each clinic's retention, within [`SWEEP_BUDGET`].
+pub async fn sweep(clinical: &Clinical) -> usize {
+    let mut deleted = 0;
+    for clinic in clinical.directory.all() {
+        if clinic.retention_days.is_none() || deleted >= SWEEP_BUDGET {
+            continue;
+        }
+        match clinical
+            .sweep_retention(&clinic, now_ms(), SWEEP_BUDGET - deleted)
+            .await
+        {
+            Ok(n) => deleted += n,
+            Err(e) => {
+                tracing::warn!(error = %e, tenant = %clinic.id, "retention sweep failed; retried next sweep")
+            }
+        }
+    }
+    deleted
 }
 
 /// Runs the jobs; returns those to remove (done). Deferred jobs were re-scored by their run;

@@ -156,7 +156,7 @@ async fn upsert_get_delete_and_clinics_never_see_each_other() {
     let (status, _) = app
         .call(Method::DELETE, "/v1/patients/EMR-1", KEY_A, None)
         .await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 200);
     let (status, _) = app
         .call(Method::GET, "/v1/patients/EMR-1", KEY_A, None)
         .await;

@@ -85,7 +85,9 @@ pub async fn get(
     }
 }
 
-/// Erasure: the record and its phone index entry are deleted.
+/// Erasure: what the clinic holds about the patient's phone (inbox messages, feedback, visits,
+/// documents, appointments and their jobs, markers, the pending question, dead letters), then
+/// the directory record and its index entries. Answers what was removed, per kind.
 pub async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
@@ -93,15 +95,28 @@ pub async fn delete(
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
     super::rate_limit(&state, &clinic.id)?;
-    if state
-        .patients
-        .delete(&clinic.id, &path.into_inner())
-        .await?
-    {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(unknown_patient())
+    let external_id = path.into_inner();
+    let Some(record) = state.patients.get(&clinic.id, &external_id).await? else {
+        return Err(unknown_patient());
+    };
+    let erased = state
+        .clinical
+        .erase_patient(&clinic, std::slice::from_ref(&record.phone))
+        .await?;
+    if !state.patients.delete(&clinic.id, &external_id).await? {
+        // Deleted concurrently: the clinical data is erased all the same.
+        return Err(unknown_patient());
     }
+    Ok(HttpResponse::Ok().json(json!({
+        "external_id": external_id,
+        "erased": erased,
+        "kept": {
+            "opt_out": erased.opt_out_kept,
+            "why": "a STOP is kept as the legal record that the patient refused messages; \
+                    outbox message records (recipient, parameters) expire 30 days after they end; \
+                    documents' media stay at Meta until Meta drops them (30 days)",
+        },
+    })))
 }
 
 /// `GET /v1/patients`: lists are comma-separated; all criteria AND-ed.

@@ -34,7 +34,7 @@ pub struct Delivered {
 }
 
 /// The EMR's id is unique per kind of document: a prescription and a lab report may share one.
-fn external_key(kind: DocumentKind, ext: &str) -> String {
+pub(super) fn external_key(kind: DocumentKind, ext: &str) -> String {
     format!("{}:{ext}", kind.as_str())
 }
 

@@ -21,7 +21,7 @@ use crate::workflows::intents::{
 use crate::workflows::{appointments, visits, Command, Touchpoint};
 
 /// The slot of the visit whose comment the patient's next text is.
-const COMMENT_SLOT: &str = "comment";
+pub(super) const COMMENT_SLOT: &str = "comment";
 
 /// What the webhook hands over.
 #[derive(Debug, Clone, Copy)]

@@ -5,6 +5,7 @@
 
 mod appointments;
 mod documents;
+mod erasure;
 mod inbound;
 mod jobs;
 mod visits;

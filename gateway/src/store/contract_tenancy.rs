@@ -62,6 +62,7 @@ fn clinic(id: &str, numbers: &[&str]) -> ClinicSettings {
         reminder_offsets_minutes: vec![24 * 60],
         follow_up: Default::default(),
         feedback_delay_minutes: Some(120),
+        retention_days: None,
         emr: Default::default(),
         messaging_limit: Some(1000),
         created_ms: 1_700_000_000_000,

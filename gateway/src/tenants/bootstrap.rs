@@ -55,6 +55,7 @@ pub fn clinic_from_config(c: &ClinicConfig, settings: &Settings) -> ClinicSettin
         reminder_offsets_minutes: vec![24 * 60],
         follow_up: Default::default(),
         feedback_delay_minutes: Some(120),
+        retention_days: None,
         emr: c.emr.clone(),
         messaging_limit: c.messaging_limit,
         created_ms: now,

@@ -159,11 +159,18 @@ pub struct ClinicSettings {
     /// `None` = unlimited.
     #[serde(default)]
     pub messaging_limit: Option<u32>,
+    /// Days clinical records (inbox, feedback, visits, documents, dead letters, callbacks,
+    /// broadcast recipient chunks) and ended appointments are kept; `None` = kept until erased.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
     #[serde(default)]
     pub created_ms: i64,
     #[serde(default)]
     pub updated_ms: i64,
 }
+
+/// The longest retention a clinic can set (10 years).
+pub const MAX_RETENTION_DAYS: u32 = 3_650;
 
 impl ClinicSettings {
     pub fn number(&self, id: &PhoneNumberId) -> Option<&BusinessNumber> {
@@ -357,6 +364,15 @@ impl ClinicSettings {
             .is_some_and(|m| m > 30 * 24 * 60)
         {
             return Err(invalid("feedback_delay_minutes", "at most 30 days"));
+        }
+        if self
+            .retention_days
+            .is_some_and(|d| !(1..=MAX_RETENTION_DAYS).contains(&d))
+        {
+            return Err(invalid(
+                "retention_days",
+                format!("1 to {MAX_RETENTION_DAYS} days"),
+            ));
         }
         if self.low_balance_threshold.is_negative() {
             return Err(invalid("low_balance_threshold", "must not be negative"));
