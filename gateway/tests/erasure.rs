@@ -1,0 +1,288 @@
+//! Patient erasure end to end on real Redis + the sandbox: after `DELETE /v1/patients/{id}` the
+//! patient's inbox messages, feedback, visits, documents and appointments are gone, another
+//! patient's are still there, and the STOP opt-out is kept and reported.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+use whatsapp_cloud::wire::{Component, Content};
+
+fn at(ms_from_now: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::milliseconds(ms_from_now)).to_rfc3339()
+}
+
+fn digits(p: &str) -> &str {
+    p.trim_start_matches('+')
+}
+
+/// The rating payloads of the feedback request sent to `to`, once it is sent.
+async fn rating_tap(app: &TestApp, to: &str) -> Option<(String, String)> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        for r in app.sim.sent().into_iter().filter(|r| r.to == digits(to)) {
+            if let Content::Template { template } = &r.message.content {
+                if template.name != "feedback_request" {
+                    continue;
+                }
+                for c in &template.components {
+                    if let Component::Button { parameters, .. } = c {
+                        if let Some(p) = parameters.first() {
+                            let payload = serde_json::to_value(p)
+                                .ok()
+                                .and_then(|v| v["payload"].as_str().map(str::to_owned));
+                            if let Some(payload) = payload {
+                                return Some((r.wamid.clone(), payload));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+struct Made {
+    visit_external: String,
+    document: String,
+    appointment: String,
+}
+
+async fn give_history(app: &TestApp, i: usize, p: &str) -> Made {
+    let (s, v) = app
+        .call(
+            Method::PUT,
+            &format!("/v1/patients/P-{i}"),
+            KEY_A,
+            Some(json!({"phone": p, "name": format!("Patient {i}")})),
+        )
+        .await;
+    assert!(s == 201 || s == 200, "{v}");
+    let visit_external = format!("ENC-{i}");
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/visits",
+            KEY_A,
+            Some(
+                json!({"external_id": visit_external, "patient": {"phone": p, "name": "X"},
+                "visit_type": "Consult", "completed_at": at(-2 * 60_000)}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let pdf = clinic_gateway::pdf::sample("CBC", 5_000);
+    let (s, d) = app
+        .call(
+            Method::POST,
+            "/v1/lab-reports",
+            KEY_A,
+            Some(json!({"external_id": format!("LAB-{i}"), "patient": {"phone": p, "name": "X"},
+                "title": "CBC", "pdf_base64": base64::engine::general_purpose::STANDARD.encode(&pdf)})),
+        )
+        .await;
+    assert_eq!(s, 201, "{d}");
+    let (s, a) = app
+        .call(
+            Method::POST,
+            "/v1/appointments",
+            KEY_A,
+            Some(json!({"patient": {"phone": p, "name": "X"}, "start": at(3 * 86_400_000)})),
+        )
+        .await;
+    assert_eq!(s, 201, "{a}");
+    // Feedback: the request goes out (delay 1 minute, the visit ended 2 minutes ago); a tap.
+    let (wamid, payload) = rating_tap(app, p)
+        .await
+        .unwrap_or_else(|| panic!("no feedback request to {p}"));
+    app.sim
+        .inject_button_tap(NUMBER_A, digits(p), &wamid, "5", &payload);
+    // The next text is the rating's comment; the one after it goes to the inbox.
+    assert!(
+        wait_for(|| async { feedback_of(app, p).await == 1 }).await,
+        "rating of {p}"
+    );
+    app.sim
+        .inject_inbound_text(NUMBER_A, digits(p), "kind staff");
+    assert!(
+        wait_for(|| async {
+            let (_, list) = app.call(Method::GET, "/v1/feedback", KEY_A, None).await;
+            list["feedback"].as_array().is_some_and(|v| {
+                v.iter()
+                    .any(|f| f["patient"] == p && f["comment"] == "kind staff")
+            })
+        })
+        .await,
+        "comment of {p}"
+    );
+    app.sim
+        .inject_inbound_text(NUMBER_A, digits(p), &format!("question from {i}"));
+    assert!(
+        wait_for(|| async { inbox_of(app, p).await == 1 }).await,
+        "inbox of {p}"
+    );
+    Made {
+        visit_external,
+        document: d["id"].as_str().unwrap_or_default().to_owned(),
+        appointment: a["id"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+async fn wait_for<F, Fut>(check: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn feedback_of(app: &TestApp, p: &str) -> usize {
+    let (_, list) = app.call(Method::GET, "/v1/feedback", KEY_A, None).await;
+    list["feedback"]
+        .as_array()
+        .map(|v| v.iter().filter(|f| f["patient"] == p).count())
+        .unwrap_or(0)
+}
+
+async fn inbox_of(app: &TestApp, p: &str) -> usize {
+    let (_, list) = app.call(Method::GET, "/v1/inbox", KEY_A, None).await;
+    list["messages"]
+        .as_array()
+        .map(|v| v.iter().filter(|m| m["from"] == p).count())
+        .unwrap_or(0)
+}
+
+#[actix_rt::test]
+async fn erasing_a_patient_removes_their_clinical_data_and_no_one_elses() {
+    let app = spawn_app(
+        "erasure",
+        Options {
+            full_library: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            "/admin/v1/clinics/clinic_a",
+            ADMIN_KEY,
+            Some(json!({"feedback_delay_minutes": 1})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (gone, kept) = (patient(71), patient(72));
+    let g = give_history(&app, 71, &gone).await;
+    let k = give_history(&app, 72, &kept).await;
+    app.sim.inject_inbound_text(NUMBER_A, digits(&gone), "STOP");
+    assert!(
+        wait_for(|| async {
+            let (_, v) = app
+                .call(Method::GET, "/v1/patients/P-71", KEY_A, None)
+                .await;
+            // STOP withdrew the patient's consent.
+            v["consent"].to_string().contains("false")
+        })
+        .await,
+        "STOP recorded"
+    );
+    let (s, report) = app
+        .call(Method::DELETE, "/v1/patients/P-71", KEY_A, None)
+        .await;
+    assert_eq!(s, 200, "{report}");
+    let erased = &report["erased"];
+    for (field, n) in [
+        ("inbox_messages", 1),
+        ("feedback", 1),
+        ("visits", 1),
+        ("documents", 1),
+        ("appointments", 1),
+    ] {
+        assert_eq!(erased[field].as_u64(), Some(n), "{field}: {report}");
+    }
+    assert_eq!(erased["opt_out_kept"], true, "{report}");
+    assert_eq!(report["kept"]["opt_out"], true);
+    assert_eq!(erased["complete"], true);
+
+    // Gone for the erased patient …
+    assert_eq!(feedback_of(&app, &gone).await, 0);
+    assert_eq!(inbox_of(&app, &gone).await, 0);
+    let get = |path: String| {
+        let app = &app;
+        async move { app.call(Method::GET, &path, KEY_A, None).await.0 }
+    };
+    assert_eq!(get(format!("/v1/documents/{}", g.document)).await, 404);
+    assert_eq!(
+        get(format!("/v1/appointments/{}", g.appointment)).await,
+        404
+    );
+    assert_eq!(get("/v1/patients/P-71".into()).await, 404);
+    // … still there for the other one.
+    assert_eq!(feedback_of(&app, &kept).await, 1);
+    assert_eq!(inbox_of(&app, &kept).await, 1);
+    assert_eq!(get(format!("/v1/documents/{}", k.document)).await, 200);
+    assert_eq!(
+        get(format!("/v1/appointments/{}", k.appointment)).await,
+        200
+    );
+    assert_eq!(get("/v1/patients/P-72".into()).await, 200);
+    // The EMR reporting the erased visit again makes a new one; the kept one is found.
+    let visit_again = |p: &str, ext: &str| json!({"external_id": ext, "patient": {"phone": p}, "visit_type": "Consult"});
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/v1/visits",
+            KEY_A,
+            Some(visit_again(&gone, &g.visit_external)),
+        )
+        .await;
+    assert_eq!(s, 201, "the erased visit is not found by its EMR id");
+    let (s, _): (u16, Value) = app
+        .call(
+            Method::POST,
+            "/v1/visits",
+            KEY_A,
+            Some(visit_again(&kept, &k.visit_external)),
+        )
+        .await;
+    assert_eq!(s, 200, "the other patient's visit is");
+    // Erasing again: no such patient.
+    let (s, _) = app
+        .call(Method::DELETE, "/v1/patients/P-71", KEY_A, None)
+        .await;
+    assert_eq!(s, 404);
+}
+
+#[actix_rt::test]
+async fn retention_days_is_validated() {
+    let app = spawn_app("erasure_retention", Options::default()).await;
+    for (days, status) in [(0, 422), (3_651, 422), (30, 200)] {
+        let (s, v) = app
+            .call(
+                Method::PATCH,
+                "/admin/v1/clinics/clinic_a",
+                ADMIN_KEY,
+                Some(json!({"retention_days": days})),
+            )
+            .await;
+        assert_eq!(s, status, "{days}: {v}");
+    }
+    let (s, v) = app
+        .call(Method::GET, "/admin/v1/clinics/clinic_a", ADMIN_KEY, None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["retention_days"], 30, "{v}");
+}
