@@ -286,3 +286,67 @@ async fn retention_days_is_validated() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["retention_days"], 30, "{v}");
 }
+
+/// Records older than the clinic's retention go at the next sweep (run here on demand through the
+/// admin API; the scheduler runs it hourly); newer ones stay.
+#[actix_rt::test]
+async fn retention_removes_what_is_older_than_the_window() {
+    let app = spawn_app("retention_sweep", Options::default()).await;
+    let old_visit = json!({"external_id": "ENC-OLD", "patient": {"phone": patient(71)}, "visit_type": "consultation",
+        "completed_at": (chrono::Utc::now() - chrono::Duration::days(40)).to_rfc3339()});
+    let new_visit = json!({"external_id": "ENC-NEW", "patient": {"phone": patient(72)}, "visit_type": "consultation",
+        "completed_at": (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339()});
+    for v in [&old_visit, &new_visit] {
+        let (s, body) = app
+            .call(Method::POST, "/v1/visits", KEY_A, Some(v.clone()))
+            .await;
+        assert_eq!(s, 201, "{body}");
+    }
+    // Keeping everything (the default): a sweep removes nothing.
+    let (s, swept) = app
+        .call(
+            Method::POST,
+            "/admin/v1/clinics/clinic_a/retention/sweep",
+            ADMIN_KEY,
+            None,
+        )
+        .await;
+    assert_eq!((s, swept["deleted"].as_u64()), (200, Some(0)), "{swept}");
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            "/admin/v1/clinics/clinic_a",
+            ADMIN_KEY,
+            Some(json!({"retention_days": 30})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, swept) = app
+        .call(
+            Method::POST,
+            "/admin/v1/clinics/clinic_a/retention/sweep",
+            ADMIN_KEY,
+            None,
+        )
+        .await;
+    assert_eq!((s, swept["deleted"].as_u64()), (200, Some(1)), "{swept}");
+    // The old visit is gone (its EMR id books a new one), the recent one is still known.
+    let (s, again) = app
+        .call(Method::POST, "/v1/visits", KEY_A, Some(old_visit))
+        .await;
+    assert_eq!(s, 201, "the 40-day-old visit was kept: {again}");
+    let (s, again) = app
+        .call(Method::POST, "/v1/visits", KEY_A, Some(new_visit))
+        .await;
+    assert_eq!(s, 200, "the 2-day-old visit was removed: {again}");
+    // Clinic keys cannot sweep.
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/admin/v1/clinics/clinic_a/retention/sweep",
+            KEY_A,
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+}

@@ -663,6 +663,7 @@ const ADMIN_ROUTES: &[(&str, &str)] = &[
     ),
     ("POST", "/admin/v1/clinics/clinic_a/wallet/credits"),
     ("GET", "/admin/v1/clinics/clinic_a/stats"),
+    ("POST", "/admin/v1/clinics/clinic_a/retention/sweep"),
 ];
 
 #[actix_rt::test]

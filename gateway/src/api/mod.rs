@@ -173,6 +173,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/admin/v1/clinics/{id}/stats",
             web::get().to(admin_stats::clinic_stats),
         )
+        .route(
+            "/admin/v1/clinics/{id}/retention/sweep",
+            web::post().to(admin_stats::sweep_retention),
+        )
         .route("/webhooks/whatsapp", web::get().to(webhook::verify_get))
         .route("/webhooks/whatsapp", web::post().to(webhook::receive))
         .configure(crate::emr::fhir::routes);
