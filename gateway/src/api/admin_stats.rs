@@ -347,6 +347,29 @@ async fn dispatch_latency<'a>(
     }))
 }
 
+/// `POST /admin/v1/clinics/{id}/retention/sweep`: applies the clinic's retention now (the
+/// scheduler does it hourly) and says how much went.
+pub async fn sweep_retention(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    admin(&req, &state)?;
+    let id = TenantId::parse(&path).map_err(|_| Problem::not_found("no such clinic"))?;
+    let clinic = state
+        .store
+        .clinic(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found("no such clinic"))?;
+    let deleted = state
+        .clinical
+        .sweep_retention(&clinic, crate::clock::now_ms(), 50_000)
+        .await?;
+    Ok(HttpResponse::Ok().json(
+        serde_json::json!({"clinic": clinic.id, "retention_days": clinic.retention_days, "deleted": deleted}),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,27 +411,4 @@ mod tests {
         );
         assert_eq!((s.credited.micros(), s.credits), (1_000, 1));
     }
-}
-
-/// `POST /admin/v1/clinics/{id}/retention/sweep`: applies the clinic's retention now (the
-/// scheduler does it hourly) and says how much went.
-pub async fn sweep_retention(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
-    admin(&req, &state)?;
-    let id = TenantId::parse(&path).map_err(|_| Problem::not_found("no such clinic"))?;
-    let clinic = state
-        .store
-        .clinic(&id)
-        .await?
-        .ok_or_else(|| Problem::not_found("no such clinic"))?;
-    let deleted = state
-        .clinical
-        .sweep_retention(&clinic, crate::clock::now_ms(), 50_000)
-        .await?;
-    Ok(HttpResponse::Ok().json(
-        serde_json::json!({"clinic": clinic.id, "retention_days": clinic.retention_days, "deleted": deleted}),
-    ))
 }
