@@ -1,12 +1,19 @@
 //! The library half of `loadgen`: scenarios ([`sim_ceiling`], [`e2e`], [`tenants`], [`mllp`]) and the measurements they
 //! report ([`stats`], [`procstat`]). The binary only parses flags and prints reports.
 
+pub mod aggregator;
 pub mod e2e;
+pub mod kit;
 pub mod mllp;
 pub mod procstat;
+pub mod raw;
+pub mod residency;
 pub mod sim_ceiling;
+pub mod spike;
 pub mod stats;
 pub mod tenants;
+pub mod touchpoints;
+pub mod webhook_storm;
 
 use std::time::Duration;
 

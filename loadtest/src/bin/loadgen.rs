@@ -9,11 +9,17 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use loadtest::aggregator::{self, AggregatorArgs};
 use loadtest::e2e::{self, E2eOptions};
 use loadtest::mllp::{self, MessageKind, MllpOptions};
 use loadtest::parse_duration;
+use loadtest::raw::{self, RawArgs};
 use loadtest::sim_ceiling::{self, SimCeilingOptions};
+use loadtest::spike::{self, SpikeArgs};
 use loadtest::tenants::{self, TenantsOptions};
+use loadtest::touchpoints::{self, TouchpointsOptions};
+use loadtest::webhook_storm::{self, StormArgs};
+use loadtest::{kit, residency};
 
 /// Load-test scenarios for Clinic Gateway (loopback only, bounded in time and count).
 #[derive(Debug, Parser)]
@@ -23,9 +29,15 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// Short run for CI: sim-ceiling and each mllp phase run 2 s; e2e caps --messages at 200 and
-    /// --concurrency at 8; tenants caps --clinics at 50, --windows at 2,000, --duration at 5 s and --idle at 3 s.
+    /// --concurrency at 8; tenants caps --clinics at 50, --windows at 2,000, --duration at 5 s and --idle at 3 s;
+    /// raw runs 2 s; aggregator 20 clinics for 5 s; spike 2,000 recipients; webhook-storm
+    /// phases of 2 s at a fifth of each rate.
     #[arg(long, global = true)]
     quick: bool,
+    /// Where raw, aggregator, spike, webhook-storm and tenants/residency write
+    /// `<scenario>.json` and `<scenario>.md`.
+    #[arg(long, global = true, default_value = "target/loadgen")]
+    out_dir: PathBuf,
     /// Tokio worker threads of loadgen's own client (the in-process sandbox has its own threads).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
@@ -42,18 +54,98 @@ enum Scenario {
     /// `clinic-gateway serve` as a child against Redis, sends --messages through POST
     /// /v1/messages, then checks that each reached the sandbox exactly once within the tier.
     E2e(E2eArgs),
+    /// The send path's ceiling: closed-loop sends through the gateway's own Graph client
+    /// straight at the sandbox (in process, unlimited) or a running meta-sim (--target).
+    Raw(RawArgs),
+    /// 2,000 clinics with a number each at 80 mps: a mixed day of API traffic (appointments, lab
+    /// reports, prescriptions, free texts, patient replies) with the sandbox's status webhooks;
+    /// messages/s end to end (accepted → sent → read → settled) next to raw in the same run.
+    Aggregator(AggregatorArgs),
+    /// A 100,000-recipient broadcast on one number at 1,000 mps with a lab report every 100 ms:
+    /// duration against the ideal, 130429 at the sandbox, busiest second, lab-report latency.
+    Spike(SpikeArgs),
+    /// Signed status webhooks at 10,000 and 50,000 updates/s (10 % duplicates, 10 % out of
+    /// order) for messages the gateway sent: handling latency, applied rate, final states.
+    WebhookStorm(StormArgs),
     /// Clinics as tenants at scale: starts the sandbox in process and `clinic-gateway serve` as a
     /// child, provisions --clinics through the admin API (number, WABA, approved template, API
     /// key, wallet credit each), opens --windows customer-service windows with signed inbound
     /// webhooks, samples the gateway's RSS after provisioning, after the windows and through an
     /// --idle period, then measures POST /v1/messages accept latency with --active clinics for
     /// --duration and checks that the sandbox received every accepted message.
+    /// Also `residency` (issue #9's name); writes residency.json and residency.md.
+    #[command(alias = "residency")]
     Tenants(TenantsArgs),
     /// HL7 v2 over MLLP: starts the sandbox in process and `clinic-gateway serve` (MLLP enabled)
     /// as a child, then runs closed-loop EMR connections (send a small SIU, wait for its ACK) for
     /// --duration at each --connections count, and reports acknowledged messages/s and ACK
     /// latency. Every ACK must be AA.
     Mllp(MllpArgs),
+    /// Clinical touchpoints: event-to-send latency per touchpoint on an idle gateway (booking,
+    /// lab report, prescription, a patient's tap on Cancel; one event at a time), then
+    /// --reminders reminders falling due at the same moment (scheduler → outbox → sandbox).
+    /// Starts the sandbox (template library approved) in process and `clinic-gateway serve`.
+    Touchpoints(TouchpointsArgs),
+}
+
+#[derive(Debug, Args)]
+struct TouchpointsArgs {
+    /// Events per touchpoint in the latency phase (0 skips it; --quick caps it at 20 and
+    /// --reminders at 200).
+    #[arg(long, default_value_t = 500)]
+    events: usize,
+    /// Pause after each event's send reached the sandbox.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    gap: Duration,
+    /// Size of each lab report and prescription PDF in bytes.
+    #[arg(long, default_value_t = 50_000)]
+    pdf_bytes: usize,
+    /// Reminders falling due at the same moment (0 skips the burst).
+    #[arg(long, default_value_t = 10_000)]
+    reminders: usize,
+    /// Bookings in flight while preparing the burst.
+    #[arg(long, default_value_t = 32)]
+    booking_concurrency: usize,
+    /// From the first booking of the burst to its due moment (default 10 s + 3 ms per reminder;
+    /// more than 60 s idle before it lets the number's dispatcher passivate).
+    #[arg(long, value_parser = parse_duration)]
+    reminder_lead: Option<Duration>,
+    /// Wait at most this long after the due moment for every reminder to reach the sandbox.
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    burst_timeout: Duration,
+    /// Throughput tier of the clinic's number (0 = no limiter in the gateway).
+    #[arg(long, default_value_t = 0)]
+    tier_mps: u32,
+    /// The gateway binary to start.
+    #[arg(long, default_value = "target/release/clinic-gateway")]
+    gateway_bin: PathBuf,
+    /// Redis the gateway uses; keys go under a unique prefix deleted at the end.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// The template library seeded into the sandbox (and given to the gateway).
+    #[arg(long, default_value = "config/templates")]
+    templates_dir: PathBuf,
+    /// actix workers of the in-process sandbox.
+    #[arg(long, default_value_t = 1)]
+    sim_workers: usize,
+    /// Sandbox delay before each status webhook (sent, delivered, read).
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    status_latency: Duration,
+    /// The sandbox sends no `read` statuses.
+    #[arg(long)]
+    no_read_receipts: bool,
+    /// RUST_LOG of the gateway child (its log file is in the run's temporary directory).
+    #[arg(long, default_value = "warn")]
+    gateway_log: String,
+    /// Extra environment for the gateway child, KEY=VALUE, repeatable.
+    #[arg(long = "gateway-env", value_parser = parse_env)]
+    gateway_env: Vec<(String, String)>,
+    /// Leave the run's Redis keys in place (default: SCAN + UNLINK of the prefix).
+    #[arg(long)]
+    keep_redis_keys: bool,
+    /// Keep the temporary directory (gateway config and log) even when the run passed.
+    #[arg(long)]
+    keep_files: bool,
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +424,30 @@ async fn run(cli: Cli) -> Result<bool> {
             print(cli.json, &report)?;
             Ok(report.ok > 0 && report.errors.is_empty())
         }
+        Scenario::Raw(a) => {
+            let report = raw::run(a.options(cli.quick)).await?;
+            raw::save(&cli.out_dir, &report)?;
+            print(cli.json, &report)?;
+            Ok(report.passed())
+        }
+        Scenario::Aggregator(a) => {
+            let report = aggregator::run(a.options(cli.quick)).await?;
+            aggregator::save(&cli.out_dir, &report)?;
+            print(cli.json, &report)?;
+            Ok(report.passed())
+        }
+        Scenario::Spike(a) => {
+            let report = spike::run(a.options(cli.quick)).await?;
+            spike::save(&cli.out_dir, &report)?;
+            print(cli.json, &report)?;
+            Ok(report.passed())
+        }
+        Scenario::WebhookStorm(a) => {
+            let report = webhook_storm::run(a.options(cli.quick)).await?;
+            webhook_storm::save(&cli.out_dir, &report)?;
+            print(cli.json, &report)?;
+            Ok(report.passed())
+        }
         Scenario::E2e(a) => {
             let (messages, concurrency) = if cli.quick {
                 (a.messages.min(200), a.concurrency.min(8))
@@ -428,7 +544,40 @@ async fn run(cli: Cli) -> Result<bool> {
                 o.windows_timeout = o.windows_timeout.min(Duration::from_secs(5));
                 o.delivery_timeout = o.delivery_timeout.min(Duration::from_secs(10));
             }
+            let mut run_info = kit::RunInfo::start();
             let report = tenants::run(o).await?;
+            run_info.finish();
+            residency::save(&cli.out_dir, &report, &run_info)?;
+            print(cli.json, &report)?;
+            Ok(report.passed())
+        }
+        Scenario::Touchpoints(a) => {
+            let (events, reminders) = if cli.quick {
+                (a.events.min(20), a.reminders.min(200))
+            } else {
+                (a.events, a.reminders)
+            };
+            let report = touchpoints::run(TouchpointsOptions {
+                events,
+                gap: a.gap,
+                pdf_bytes: a.pdf_bytes,
+                reminders,
+                booking_concurrency: a.booking_concurrency,
+                reminder_lead: a.reminder_lead,
+                burst_timeout: a.burst_timeout,
+                tier_mps: a.tier_mps,
+                gateway_bin: a.gateway_bin,
+                redis_url: a.redis_url,
+                templates_dir: a.templates_dir,
+                sim_workers: a.sim_workers,
+                status_latency: a.status_latency,
+                read_receipts: !a.no_read_receipts,
+                gateway_log_level: a.gateway_log,
+                gateway_env: a.gateway_env,
+                keep_redis_keys: a.keep_redis_keys,
+                keep_files: a.keep_files,
+            })
+            .await?;
             print(cli.json, &report)?;
             Ok(report.passed())
         }
@@ -529,6 +678,30 @@ mod tests {
             (a.connections, a.kind),
             (vec![4, 8], MessageKind::CancelUnknown)
         );
+    }
+
+    #[test]
+    fn load_scenario_flags_parse() {
+        let cli = Cli::parse_from(["loadgen", "--quick", "spike"]);
+        let Scenario::Spike(a) = cli.scenario else {
+            panic!("expected spike");
+        };
+        let o = a.options(cli.quick);
+        assert_eq!((o.recipients, o.tier_mps), (2_000, 1_000));
+        let cli = Cli::parse_from(["loadgen", "webhook-storm", "--rates", "100,200"]);
+        let Scenario::WebhookStorm(a) = cli.scenario else {
+            panic!("expected webhook-storm");
+        };
+        assert_eq!(a.rates, vec![100, 200]);
+        let cli = Cli::parse_from(["loadgen", "aggregator", "--out-dir", "/tmp/x"]);
+        assert!(matches!(cli.scenario, Scenario::Aggregator(_)));
+        assert_eq!(cli.out_dir, PathBuf::from("/tmp/x"));
+        let cli = Cli::parse_from(["loadgen", "residency", "--clinics", "5"]);
+        assert!(matches!(cli.scenario, Scenario::Tenants(ref a) if a.clinics == 5));
+        assert!(matches!(
+            Cli::parse_from(["loadgen", "raw"]).scenario,
+            Scenario::Raw(_)
+        ));
     }
 
     #[test]
