@@ -151,6 +151,7 @@ impl Application {
             settings: settings.clone(),
             metrics: metrics.clone(),
             callbacks: Callbacks::durable(store.clone()),
+            dispatchers: Some(dispatchers.clone()),
         };
         let actor_arbiters = match settings.actors.arbiters {
             0 => std::thread::available_parallelism()

@@ -34,6 +34,8 @@ pub struct Outbound {
     pub settings: Arc<Settings>,
     pub metrics: Metrics,
     pub callbacks: Callbacks,
+    /// Woken after each accept, so an idle number sends at once instead of at its next poll.
+    pub dispatchers: Option<Arc<crate::dispatch::Dispatchers>>,
 }
 
 impl Outbound {
@@ -135,7 +137,12 @@ impl Outbound {
             );
         }
         match store.accept(msg, self.settings.dispatch.max_queue).await {
-            Ok(a) => Ok(a),
+            Ok(a) => {
+                if let Some(d) = &self.dispatchers {
+                    d.wake(&msg.number);
+                }
+                Ok(a)
+            }
             Err(e) => {
                 // Nothing was accepted: give the money back.
                 if let Err(r) = store.release(&clinic.id, &msg.id, now_ms()).await {

@@ -143,6 +143,11 @@ pub struct ReminderBurst {
     /// Redis commands per reminder during the burst (server-wide: scheduler, outbox, dispatch,
     /// status webhooks).
     pub redis_commands_per_reminder: Option<f64>,
+    /// The same from the due moment to all reminders accepted (the scheduler's part, plus any
+    /// dispatch that started meanwhile: see `sent_before_all_accepted`).
+    pub redis_commands_per_reminder_accepting: Option<f64>,
+    /// Reminders the sandbox had recorded when the last one was accepted.
+    pub sent_before_all_accepted: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -256,7 +261,17 @@ impl std::fmt::Display for TouchpointsReport {
                 threads.join(", ")
             )?;
             if let Some(c) = b.redis_commands_per_reminder {
-                writeln!(f, "      redis commands per reminder (server-wide): {c:.1}")?;
+                writeln!(
+                    f,
+                    "      redis commands per reminder (server-wide, due → last sent, statuses included): {c:.1}"
+                )?;
+            }
+            if let Some(c) = b.redis_commands_per_reminder_accepting {
+                writeln!(
+                    f,
+                    "      redis commands per reminder while accepting (due → all accepted; {} already sent by then): {c:.1}",
+                    b.sent_before_all_accepted
+                )?;
             }
         }
         write_footer(
@@ -895,6 +910,19 @@ async fn burst_phase(
         b.accepted = accepted;
         if accepted >= b.booked as u64 && all_accepted.is_none() {
             all_accepted = Some(now);
+            let commands = redis_info_field(redis, "stats", "total_commands_processed").await;
+            b.redis_commands_per_reminder_accepting = match (commands0, commands) {
+                (Some(a), Some(c)) if b.booked > 0 => {
+                    Some(c.saturating_sub(a) as f64 / b.booked as f64)
+                }
+                _ => None,
+            };
+            b.sent_before_all_accepted = ctx
+                .sim
+                .sent()
+                .iter()
+                .filter(|r| template_name(r) == Some("visit_reminder") && patients.contains(&r.to))
+                .count();
         }
         if all_accepted.is_some() {
             sent_times = ctx

@@ -12,6 +12,7 @@ mod progress;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use whatsapp_cloud::wire::{Component, Content, Language, Parameter, Template, TemplateCategory};
@@ -73,7 +74,8 @@ fn corrupt(key: &str, e: impl std::fmt::Display) -> ClinicalError {
 /// The message id of a recipient's copy: the same broadcast never reaches a phone twice, even
 /// when a chunk is queued again after a crash.
 pub fn message_id(broadcast: &str, phone: &E164) -> MessageId {
-    let digest = Sha256::digest(format!("{broadcast}|{phone}").as_bytes());
+    // The full number: `Display` masks it, and masked numbers collide.
+    let digest = Sha256::digest(format!("{broadcast}|{}", phone.as_str()).as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     // The time part keeps ids of one broadcast together; the rest is the digest.
@@ -175,57 +177,81 @@ impl Broadcasts {
                 }
             }
             Audience::List(list) => {
-                for r in list {
-                    let phone =
-                        E164::parse_with_default(&r.phone, Some(&clinic.default_country_code))
-                            .map_err(|e| e.to_string());
-                    let known = match &phone {
-                        Ok(p) => self.patients.by_phone(&clinic.id, p).await?,
-                        Err(_) => None,
-                    };
-                    // A listed patient unknown to the directory: care consent is the default;
-                    // promotional consent must be on record.
-                    let consented = match (&known, purpose) {
-                        (Some(p), Purpose::Promotional) => p.consent.promotional.granted,
-                        (Some(p), Purpose::Care) => p.consent.care.granted,
-                        (None, Purpose::Promotional) => false,
-                        (None, Purpose::Care) => true,
-                    };
-                    candidates.push(Candidate {
-                        phone,
-                        name: r
-                            .name
-                            .clone()
-                            .or_else(|| known.as_ref().map(|p| p.name.clone()))
-                            .unwrap_or_default(),
-                        external_id: known.as_ref().map(|p| p.external_id.clone()),
-                        language: r
-                            .language
-                            .clone()
-                            .or_else(|| known.as_ref().and_then(|p| p.language.clone())),
-                        consented,
-                        opted_out: false,
-                        not_on_whatsapp: false,
-                        own_parameters: r.parameters.clone(),
-                    });
+                // Lookups run 64 at a time, in order (the first listing of a phone wins).
+                let found: Vec<Result<Candidate, StoreError>> = futures::stream::iter(list)
+                    .map(|r| self.listed(clinic, r, purpose))
+                    .buffered(64)
+                    .collect()
+                    .await;
+                for c in found {
+                    candidates.push(c?);
                 }
             }
         }
         // STOP and "not on WhatsApp" are per phone, whatever the source.
-        for c in &mut candidates {
-            if let Ok(p) = &c.phone {
-                c.opted_out = self.store.opted_out(&clinic.id, p.digits()).await?;
-                c.not_on_whatsapp = self
-                    .store
-                    .marker(&clinic.id, p.digits(), NOT_ON_WHATSAPP)
-                    .await?
-                    .is_some();
-            }
+        let flags: Vec<Result<(bool, bool), StoreError>> = futures::stream::iter(&candidates)
+            .map(|c| async move {
+                match &c.phone {
+                    Ok(p) => Ok((
+                        self.store.opted_out(&clinic.id, p.digits()).await?,
+                        self.store
+                            .marker(&clinic.id, p.digits(), NOT_ON_WHATSAPP)
+                            .await?
+                            .is_some(),
+                    )),
+                    Err(_) => Ok((false, false)),
+                }
+            })
+            .buffered(64)
+            .collect()
+            .await;
+        for (c, f) in candidates.iter_mut().zip(flags) {
+            (c.opted_out, c.not_on_whatsapp) = f?;
         }
         Ok((
             plan::resolve(candidates, &b.parameters, &languages, &b.language),
             category,
         ))
+    }
+
+    /// A listed recipient, with what the directory knows of them.
+    async fn listed(
+        &self,
+        clinic: &ClinicSettings,
+        r: &ListedRecipient,
+        purpose: Purpose,
+    ) -> Result<Candidate, StoreError> {
+        let phone = E164::parse_with_default(&r.phone, Some(&clinic.default_country_code))
+            .map_err(|e| e.to_string());
+        let known = match &phone {
+            Ok(p) => self.patients.by_phone(&clinic.id, p).await?,
+            Err(_) => None,
+        };
+        // A listed patient unknown to the directory: care consent is the default; promotional
+        // consent must be on record.
+        let consented = match (&known, purpose) {
+            (Some(p), Purpose::Promotional) => p.consent.promotional.granted,
+            (Some(p), Purpose::Care) => p.consent.care.granted,
+            (None, Purpose::Promotional) => false,
+            (None, Purpose::Care) => true,
+        };
+        Ok(Candidate {
+            phone,
+            name: r
+                .name
+                .clone()
+                .or_else(|| known.as_ref().map(|p| p.name.clone()))
+                .unwrap_or_default(),
+            external_id: known.as_ref().map(|p| p.external_id.clone()),
+            language: r
+                .language
+                .clone()
+                .or_else(|| known.as_ref().and_then(|p| p.language.clone())),
+            consented,
+            opted_out: false,
+            not_on_whatsapp: false,
+            own_parameters: r.parameters.clone(),
+        })
     }
 
     pub async fn estimate(
@@ -462,5 +488,20 @@ impl Broadcasts {
             self.save(&b).await?;
         }
         Ok(Some(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_of_a_broadcast_differ_per_full_number() {
+        let a = E164::parse("+919812340001").unwrap_or_else(|e| panic!("{e}"));
+        let b = E164::parse("+919899990001").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.to_string(), b.to_string(), "the same masked form");
+        assert_ne!(message_id("brd_1", &a), message_id("brd_1", &b));
+        assert_eq!(message_id("brd_1", &a), message_id("brd_1", &a));
+        assert_ne!(message_id("brd_1", &a), message_id("brd_2", &a));
     }
 }

@@ -403,6 +403,7 @@ mod tests {
             settings: Arc::new(settings.clone()),
             metrics: Metrics::new(),
             callbacks: Callbacks::new(),
+            dispatchers: None,
         };
         let config: crate::config::ClinicConfig = serde_json::from_value(serde_json::json!({
             "id": "clinic_t", "api_key_sha256": "0".repeat(64), "app_secret": "s", "access_token": "t",
