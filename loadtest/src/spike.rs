@@ -67,7 +67,8 @@ pub struct SpikeArgs {
     pub recipients: usize,
     /// Country codes of the recipients, 10,000 consecutive recipients each, round robin
     /// (e.g. 91,44,61,65,971,94,880,49,33,81). With Indian numbers only, recipients beyond
-    /// 10,000 share the first two and last four digits with an earlier one.
+    /// 10,000 share the first two and last four digits with an earlier one (gateways before
+    /// commit 0b5db23 keyed broadcast copies on those and lost such recipients).
     #[arg(long, value_delimiter = ',', default_value = "91")]
     pub country_codes: Vec<String>,
     /// Throughput tier of the number (gateway config and sandbox).
@@ -192,9 +193,9 @@ pub struct SpikeReport {
     /// (recipients + lab reports) / ⌊tier × headroom⌋: the lab reports share the tier.
     pub paced_ideal_with_labs_s: f64,
     pub country_codes: Vec<String>,
-    /// Recipients with distinct masked forms (first two and last four digits): the current
-    /// gateway derives each copy's message id from the masked number, so recipients sharing
-    /// one are one message id.
+    /// Recipients with distinct masked forms (first two and last four digits). Gateways before
+    /// commit 0b5db23 derived each copy's message id from the masked number, so recipients
+    /// sharing one were one message id (and all but the first were lost).
     pub distinct_masked_recipients: usize,
     pub broadcast_id: Option<String>,
     pub create_latency_ms: f64,
@@ -418,8 +419,8 @@ pub fn broadcast_patient(i: usize, codes: &[String]) -> String {
 }
 
 /// How the gateway's logs show a number (`E164::masked`: the first two digits, stars, the last
-/// four): recipients with the same masked form are one recipient to the current gateway's
-/// broadcast message ids.
+/// four). Gateways before commit 0b5db23 keyed broadcast copies on it, so recipients with the
+/// same masked form got one copy between them.
 pub fn masked(phone: &str) -> String {
     let d = phone.trim_start_matches('+');
     let head = d.len().min(2);
