@@ -595,6 +595,10 @@ async fn an_end_to_end_run_exposes_every_catalog_metric_and_moves_the_ones_it_ex
                 "clinic_gateway_event_to_send_seconds_count",
                 &[("lane", "care")],
             ) >= 1.0
+            && s.sum(
+                "clinic_gateway_event_to_send_seconds_count",
+                &[("touchpoint", "lab_report")],
+            ) >= 1.0
     })
     .await;
     let target = repo().join("target");

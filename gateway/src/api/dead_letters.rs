@@ -334,6 +334,7 @@ pub async fn retry(
         deadline_ms: Some(deadline_ms),
         created_ms: now,
         broadcast: None,
+        touchpoint: old.touchpoint.clone(),
     };
     // One re-drive per dead letter, even under concurrent retries: the claim is atomic.
     let claim_key = format!("retry:{}", old.id);

@@ -145,6 +145,7 @@ fn parse_request(
         deadline_ms: Some(deadline_ms),
         created_ms: now,
         broadcast: None,
+        touchpoint: None,
     })
 }
 

@@ -366,6 +366,7 @@ impl Broadcasts {
             deadline_ms: Some(b.deadline_ms),
             created_ms: now,
             broadcast: Some(b.id.clone()),
+            touchpoint: Some("broadcast".to_owned()),
         }
     }
 

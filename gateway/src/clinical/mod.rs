@@ -145,6 +145,7 @@ impl Clinical {
                         deadline_ms: Some(deadline_ms.max(now + 60_000)),
                         created_ms: now,
                         broadcast: None,
+                        touchpoint: Some(touchpoint.as_str().to_owned()),
                     };
                     match self.actors.submit(clinic.clone(), msg.clone()).await {
                         Ok(Ok(_)) => {

@@ -248,12 +248,15 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
                     .with_label_values(&["accepted"])
                     .inc();
                 // Event to send: from the accept (the touchpoint's event or the API call) to
-                // Meta's 2xx, by lane (see METRICS.md for why lane, not touchpoint).
+                // Meta's 2xx, by lane and touchpoint (`api` for POST /v1/messages).
                 core.deps
                     .metrics
                     .ops
                     .event_to_send
-                    .with_label_values(&[msg.lane.as_str()])
+                    .with_label_values(&[
+                        msg.lane.as_str(),
+                        msg.touchpoint.as_deref().unwrap_or("api"),
+                    ])
                     .observe((now_ms() - msg.created_ms).max(0) as f64 / 1000.0);
                 tracing::debug!(message = %msg.id, to = %msg.to, attempt, "accepted by Meta");
                 return ack(core, entry).await;

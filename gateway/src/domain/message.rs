@@ -108,6 +108,10 @@ pub struct NewMessage {
     /// The broadcast this message belongs to (so cancelling the broadcast stops it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<String>,
+    /// The clinical touchpoint that sent it (`lab_report`, `reminder` …), for event-to-send
+    /// latency; `None` for messages sent through `POST /v1/messages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touchpoint: Option<String>,
 }
 
 /// The outbox record: the accepted message and everything that happened to it.
@@ -340,6 +344,7 @@ mod tests {
             deadline_ms: Some(10_000),
             created_ms: 0,
             broadcast: None,
+            touchpoint: None,
         });
         r.state = state;
         r

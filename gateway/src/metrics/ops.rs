@@ -292,8 +292,8 @@ impl OpsMetrics {
             event_to_send: histogram(
                 registry,
                 "event_to_send_seconds",
-                "From a message's accept to Meta's 2xx, by lane",
-                &["lane"],
+                "From a message's accept to Meta's 2xx, by lane and touchpoint",
+                &["lane", "touchpoint"],
                 SEND_BUCKETS.to_vec(),
             ),
             scheduler_lag: gauge(

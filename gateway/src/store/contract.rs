@@ -43,6 +43,7 @@ fn msg_on(t: &str, n: &str, lane: Lane, created_ms: i64) -> NewMessage {
         deadline_ms: Some(created_ms + 3_600_000),
         created_ms,
         broadcast: None,
+        touchpoint: None,
     }
 }
 

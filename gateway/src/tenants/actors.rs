@@ -442,6 +442,7 @@ mod tests {
             deadline_ms: None,
             created_ms: crate::clock::now_ms(),
             broadcast: None,
+            touchpoint: None,
         }
     }
 
