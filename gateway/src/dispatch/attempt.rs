@@ -177,7 +177,7 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
     }
     core.wait_if_paused().await;
     let paced = Instant::now();
-    core.pacer.until_tier_ready().await;
+    core.pacer.until_tier_ready(msg.lane).await;
     if core.draining.get() {
         // Hand it back untouched: the next start sends it.
         return defer(core, entry, now_ms()).await;

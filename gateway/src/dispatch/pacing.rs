@@ -1,12 +1,19 @@
 //! Pacing a business number: its throughput tier (governor, GCRA) and the pair rate per recipient.
+//!
+//! Sends waiting for the tier are served by lane, not by arrival: a lab report claimed behind
+//! half a second of broadcast copies takes the next free send, not the last.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::oneshot;
+
+use crate::domain::Lane;
 
 /// The quota used for a tier: `headroom` of the tier's rate, with a burst small enough that no
 /// one-second window ever holds more than the tier (Meta counts sends per rolling second).
@@ -25,10 +32,55 @@ pub fn tier_quota(tier_mps: u32, headroom: f64) -> Option<Quota> {
 
 pub struct Pacer {
     headroom: f64,
-    /// Replaced when Meta moves the number's tier; sends in flight keep the limiter they took.
-    tier: RefCell<Option<Rc<DefaultDirectRateLimiter>>>,
+    turns: Rc<Turns>,
     pair: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
+}
+
+/// The sends waiting for the number's tier, one queue per lane, and the one task handing out
+/// the tier's sends to them (highest lane first, arrival order within a lane).
+struct Turns {
+    /// Replaced when Meta moves the number's tier.
+    tier: RefCell<Option<Rc<DefaultDirectRateLimiter>>>,
+    waiting: RefCell<[VecDeque<oneshot::Sender<()>>; 3]>,
+    serving: Cell<bool>,
+}
+
+impl Turns {
+    fn next_waiter(&self) -> Option<oneshot::Sender<()>> {
+        let mut waiting = self.waiting.borrow_mut();
+        waiting.iter_mut().find_map(|q| {
+            // A waiter that gave up (its send was dropped) does not take a turn.
+            while let Some(tx) = q.pop_front() {
+                if !tx.is_closed() {
+                    return Some(tx);
+                }
+            }
+            None
+        })
+    }
+
+    fn anyone_waiting(&self) -> bool {
+        self.waiting
+            .borrow()
+            .iter()
+            .any(|q| q.iter().any(|tx| !tx.is_closed()))
+    }
+
+    /// Hands out one tier send at a time while anyone waits, then stops.
+    async fn serve(self: Rc<Self>) {
+        while self.anyone_waiting() {
+            let limiter = self.tier.borrow().clone();
+            if let Some(t) = limiter {
+                t.until_ready().await;
+            }
+            // The highest lane waiting now takes it (a care message may have arrived meanwhile).
+            if let Some(tx) = self.next_waiter() {
+                let _ = tx.send(());
+            }
+        }
+        self.serving.set(false);
+    }
 }
 
 impl Pacer {
@@ -38,9 +90,13 @@ impl Pacer {
             .allow_burst(NonZeroU32::new(pair_burst).unwrap_or(NonZeroU32::MIN));
         Self {
             headroom,
-            tier: RefCell::new(
-                tier_quota(tier_mps, headroom).map(|q| Rc::new(RateLimiter::direct(q))),
-            ),
+            turns: Rc::new(Turns {
+                tier: RefCell::new(
+                    tier_quota(tier_mps, headroom).map(|q| Rc::new(RateLimiter::direct(q))),
+                ),
+                waiting: RefCell::new(Default::default()),
+                serving: Cell::new(false),
+            }),
             pair: RateLimiter::keyed(pair_quota),
             clock: DefaultClock::default(),
         }
@@ -53,17 +109,21 @@ impl Pacer {
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
-    /// Waits for the number's throughput budget. Only the dispatcher awaits this, never a handler.
-    pub async fn until_tier_ready(&self) {
-        let limiter = self.tier.borrow().clone();
-        if let Some(t) = limiter {
-            t.until_ready().await;
+    /// Waits for the number's throughput budget, behind every waiting send of a higher lane.
+    /// Only the dispatcher's sends await this (on its arbiter), never a handler.
+    pub async fn until_tier_ready(&self, lane: Lane) {
+        let (tx, rx) = oneshot::channel();
+        self.turns.waiting.borrow_mut()[lane.index()].push_back(tx);
+        if !self.turns.serving.replace(true) {
+            actix::spawn(self.turns.clone().serve());
         }
+        // The server only stops when nobody waits, so the sender is never dropped unanswered.
+        let _ = rx.await;
     }
 
     /// Paces the number at a new tier from now on.
     pub fn set_tier(&self, tier_mps: u32) {
-        *self.tier.borrow_mut() =
+        *self.turns.tier.borrow_mut() =
             tier_quota(tier_mps, self.headroom).map(|q| Rc::new(RateLimiter::direct(q)));
     }
 
@@ -102,5 +162,36 @@ mod tests {
         let wait = p.check_recipient("919800000001").err();
         assert!(wait.is_some_and(|w| w > Duration::from_secs(4)), "{wait:?}");
         assert!(p.check_recipient("919800000002").is_ok());
+    }
+
+    /// Ten broadcast copies wait at 20 mps; a care message that starts waiting after them is
+    /// served next, not eleventh.
+    #[actix_rt::test]
+    async fn a_care_send_overtakes_waiting_bulk_sends() {
+        let p = Rc::new(Pacer::new(20, 0.9, Duration::from_secs(6), 3));
+        let order = Rc::new(RefCell::new(Vec::new()));
+        let mut waiting = Vec::new();
+        for i in 0..10 {
+            let (p, order) = (p.clone(), order.clone());
+            waiting.push(actix::spawn(async move {
+                p.until_tier_ready(Lane::Bulk).await;
+                order.borrow_mut().push(format!("bulk{i}"));
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let (p2, order2) = (p.clone(), order.clone());
+        waiting.push(actix::spawn(async move {
+            p2.until_tier_ready(Lane::Care).await;
+            order2.borrow_mut().push("care".to_owned());
+        }));
+        for w in waiting {
+            let _ = w.await;
+        }
+        let order = order.borrow();
+        let care_at = order.iter().position(|o| o == "care");
+        assert_eq!(order.len(), 11);
+        // One or two bulk sends went before it arrived; then it is next.
+        assert!(care_at.is_some_and(|at| at <= 3), "{order:?}");
+        assert_eq!(order[0], "bulk0");
     }
 }
