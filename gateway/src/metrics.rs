@@ -116,8 +116,8 @@ impl Metrics {
         let accepted = counter(
             &registry,
             "messages_accepted_total",
-            "Messages accepted into the outbox",
-            &["lane"],
+            "Messages accepted into the outbox, by lane and touchpoint",
+            &["lane", "touchpoint"],
         );
         let sends = counter(
             &registry,

@@ -138,6 +138,15 @@ impl Outbound {
         }
         match store.accept(msg, self.settings.dispatch.max_queue).await {
             Ok(a) => {
+                if a == Accepted::Created {
+                    self.metrics
+                        .accepted
+                        .with_label_values(&[
+                            msg.lane.as_str(),
+                            msg.touchpoint.as_deref().unwrap_or("api"),
+                        ])
+                        .inc();
+                }
                 if let Some(d) = &self.dispatchers {
                     d.wake(&msg.number);
                 }

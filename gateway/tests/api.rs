@@ -228,7 +228,7 @@ async fn health_readiness_and_metrics() {
         "{m}"
     );
     assert!(
-        m.contains("clinic_gateway_messages_accepted_total{lane=\"care\"} 1"),
+        m.contains("clinic_gateway_messages_accepted_total{lane=\"care\",touchpoint=\"api\"} 1"),
         "{m}"
     );
     assert!(

@@ -599,6 +599,10 @@ async fn an_end_to_end_run_exposes_every_catalog_metric_and_moves_the_ones_it_ex
                 "clinic_gateway_event_to_send_seconds_count",
                 &[("touchpoint", "lab_report")],
             ) >= 1.0
+            && s.sum(
+                "clinic_gateway_message_states_total",
+                &[("touchpoint", "lab_report"), ("state", "delivered")],
+            ) >= 1.0
     })
     .await;
     let target = repo().join("target");
@@ -700,6 +704,22 @@ async fn an_end_to_end_run_exposes_every_catalog_metric_and_moves_the_ones_it_ex
         sum(
             "clinic_gateway_event_to_send_seconds_count",
             &[("lane", "reminders")]
+        ) >= 2.0
+    );
+    // Messages by touchpoint: accepted into the outbox, then moved by Meta's statuses.
+    for touchpoint in ["lab_report", "confirmation", "broadcast", "api"] {
+        assert!(
+            sum(
+                "clinic_gateway_messages_accepted_total",
+                &[("touchpoint", touchpoint)]
+            ) >= 1.0,
+            "accepted {touchpoint}"
+        );
+    }
+    assert!(
+        sum(
+            "clinic_gateway_message_states_total",
+            &[("touchpoint", "lab_report"), ("class", "none")]
         ) >= 2.0
     );
     assert!(sum("clinic_gateway_pacing_sends_total", &[("tier", "80")]) >= 5.0);

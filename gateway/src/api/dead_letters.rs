@@ -375,11 +375,6 @@ pub async fn retry(
         // so a later retry submits it again under that id.
         let accepted = accepted?;
         if accepted == crate::store::Accepted::Created {
-            state
-                .metrics
-                .accepted
-                .with_label_values(&[msg.lane.as_str()])
-                .inc();
             state.dispatchers.wake(&msg.number);
             tracing::info!(tenant = %msg.tenant, message = %msg.id, retry_of = %old.id, to = %msg.to, "dead letter re-driven");
         }

@@ -229,11 +229,6 @@ pub async fn send(
                 .retry_after(1)
             })??;
         if accepted == crate::store::Accepted::Created {
-            state
-                .metrics
-                .accepted
-                .with_label_values(&[msg.lane.as_str()])
-                .inc();
             state.dispatchers.wake(&msg.number);
             tracing::info!(tenant = %msg.tenant, message = %msg.id, to = %msg.to, kind = msg.content.kind(), "accepted");
         }

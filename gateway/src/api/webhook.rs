@@ -245,10 +245,23 @@ async fn apply_status_item(
         return Ok("ignored");
     };
     let outcome = state.store.apply_status(number, &update).await?;
-    if let StatusOutcome::Applied { state: reached, .. } = &outcome {
+    if let StatusOutcome::Applied {
+        state: reached,
+        touchpoint,
+        ..
+    } = &outcome
+    {
         let ops = &state.metrics.ops;
+        let class = match (reached, &update.error) {
+            (MessageState::Failed, Some(e)) => crate::metrics::ops::meta_class_label(e.code),
+            _ => "none",
+        };
         ops.message_states
-            .with_label_values(&[reached.as_str()])
+            .with_label_values(&[
+                reached.as_str(),
+                touchpoint.as_deref().unwrap_or("api"),
+                class,
+            ])
             .inc();
         if let (MessageState::Failed, Some(e)) = (update.state, &update.error) {
             ops.meta_errors

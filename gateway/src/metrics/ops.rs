@@ -212,9 +212,12 @@ pub fn initialise_known(m: &super::Metrics) {
             "send",
         ]);
     }
-    for state in ["sent", "delivered", "read", "failed"] {
-        ops.message_states.with_label_values(&[state]);
+    for state in ["sent", "delivered", "read"] {
+        ops.message_states
+            .with_label_values(&[state, "api", "none"]);
     }
+    ops.message_states
+        .with_label_values(&["failed", "api", "permanent"]);
     for source in ["api", "dispatcher", "scheduler", "scrape"] {
         STORE_ERRORS.with_label_values(&[source]);
     }
@@ -270,8 +273,8 @@ impl OpsMetrics {
             message_states: counter(
                 registry,
                 "message_states_total",
-                "Messages moved by a status webhook, by the state reached",
-                &["state"],
+                "Messages moved by a status webhook, by the state reached, the touchpoint that sent them and Meta's error class",
+                &["state", "touchpoint", "class"],
             ),
             webhook_duration: histogram(
                 registry,

@@ -132,6 +132,7 @@ fn applied(m: &NewMessage, state: MessageState) -> StatusOutcome {
         tenant: m.tenant.clone(),
         id: m.id.clone(),
         state,
+        touchpoint: m.touchpoint.clone(),
     }
 }
 

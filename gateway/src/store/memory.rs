@@ -176,6 +176,7 @@ impl Store for MemoryStore {
                 tenant,
                 id: id.clone(),
                 state,
+                touchpoint: rec.message.touchpoint.clone(),
             },
             StatusDecision::KeepEarly(_) => StatusOutcome::KeptEarly { id: id.clone() },
             StatusDecision::Ignore => StatusOutcome::Duplicate,

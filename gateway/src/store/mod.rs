@@ -81,6 +81,8 @@ pub enum StatusOutcome {
         tenant: TenantId,
         id: MessageId,
         state: MessageState,
+        /// The touchpoint that sent it (`None` for `POST /v1/messages`), for the metrics.
+        touchpoint: Option<String>,
     },
     KeptEarly {
         id: MessageId,

@@ -597,7 +597,12 @@ impl Store for RedisStore {
             let id = rec.message.id.clone();
             let tenant = rec.message.tenant.clone();
             let outcome = match transitions::apply_status(&mut rec, update) {
-                StatusDecision::Advance(state) => StatusOutcome::Applied { tenant, id, state },
+                StatusDecision::Advance(state) => StatusOutcome::Applied {
+                    tenant,
+                    id,
+                    state,
+                    touchpoint: rec.message.touchpoint.clone(),
+                },
                 StatusDecision::KeepEarly(_) => StatusOutcome::KeptEarly { id },
                 StatusDecision::Ignore => return Ok(StatusOutcome::Duplicate),
             };
