@@ -136,6 +136,17 @@ impl Outbound {
                                    "currency": card.currency}),
             );
         }
+        // The record expires on the clinic's retention once it ends.
+        let retained;
+        let msg = if msg.retain_days == clinic.retention_days {
+            msg
+        } else {
+            retained = NewMessage {
+                retain_days: clinic.retention_days,
+                ..msg.clone()
+            };
+            &retained
+        };
         match store.accept(msg, self.settings.dispatch.max_queue).await {
             Ok(a) => {
                 if a == Accepted::Created {

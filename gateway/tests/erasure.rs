@@ -52,6 +52,8 @@ struct Made {
     visit_external: String,
     document: String,
     appointment: String,
+    /// The lab report's outbox message.
+    lab_message: String,
 }
 
 async fn give_history(app: &TestApp, i: usize, p: &str) -> Made {
@@ -131,6 +133,7 @@ async fn give_history(app: &TestApp, i: usize, p: &str) -> Made {
         visit_external,
         document: d["id"].as_str().unwrap_or_default().to_owned(),
         appointment: a["id"].as_str().unwrap_or_default().to_owned(),
+        lab_message: d["message"].as_str().unwrap_or_default().to_owned(),
     }
 }
 
@@ -187,6 +190,11 @@ async fn erasing_a_patient_removes_their_clinical_data_and_no_one_elses() {
     let (gone, kept) = (patient(71), patient(72));
     let g = give_history(&app, 71, &gone).await;
     let k = give_history(&app, 72, &kept).await;
+    // Erasure takes the outbox records of messages Meta has delivered.
+    for m in [&g.lab_message, &k.lab_message] {
+        app.wait_for(m, &["delivered", "read"], Duration::from_secs(10))
+            .await;
+    }
     app.sim.inject_inbound_text(NUMBER_A, digits(&gone), "STOP");
     assert!(
         wait_for(|| async {
@@ -213,6 +221,10 @@ async fn erasing_a_patient_removes_their_clinical_data_and_no_one_elses() {
     ] {
         assert_eq!(erased[field].as_u64(), Some(n), "{field}: {report}");
     }
+    assert!(
+        erased["messages"].as_u64().is_some_and(|n| n >= 1),
+        "{report}"
+    );
     assert_eq!(erased["opt_out_kept"], true, "{report}");
     assert_eq!(report["kept"]["opt_out"], true);
     assert_eq!(erased["complete"], true);
@@ -230,7 +242,9 @@ async fn erasing_a_patient_removes_their_clinical_data_and_no_one_elses() {
         404
     );
     assert_eq!(get("/v1/patients/P-71".into()).await, 404);
+    assert_eq!(get(format!("/v1/messages/{}", g.lab_message)).await, 404);
     // … still there for the other one.
+    assert_eq!(get(format!("/v1/messages/{}", k.lab_message)).await, 200);
     assert_eq!(feedback_of(&app, &kept).await, 1);
     assert_eq!(inbox_of(&app, &kept).await, 1);
     assert_eq!(get(format!("/v1/documents/{}", k.document)).await, 200);
@@ -349,4 +363,53 @@ async fn retention_removes_what_is_older_than_the_window() {
         )
         .await;
     assert_eq!(s, 401);
+}
+
+/// Seconds until an outbox record expires in Redis (`-1`: never).
+async fn record_ttl(app: &TestApp, id: &str) -> i64 {
+    let client = redis::Client::open(clinic_gateway::testing::shared_redis().url.as_str())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    redis::cmd("TTL")
+        .arg(format!("{}{{n:{NUMBER_A}}}:m:{id}", app.prefix))
+        .query_async(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Ended messages' records (recipient, parameters, text) live as long as the clinic's retention
+/// says; without one, the store's 30 days. A delivered message that is never read expires too.
+#[actix_rt::test]
+async fn message_records_expire_on_the_clinics_retention() {
+    let app = spawn_app(
+        "retention_messages",
+        Options {
+            read_receipts: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let default_kept = app.send(&template(&patient(81))).await;
+    app.wait_for(&default_kept, &["delivered"], Duration::from_secs(10))
+        .await;
+    let (s, v) = app
+        .call(
+            Method::PATCH,
+            "/admin/v1/clinics/clinic_a",
+            ADMIN_KEY,
+            Some(json!({"retention_days": 2})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let short = app.send(&template(&patient(82))).await;
+    app.wait_for(&short, &["delivered"], Duration::from_secs(10))
+        .await;
+    let day = 86_400;
+    let ttl = record_ttl(&app, &default_kept).await;
+    assert!(29 * day < ttl && ttl <= 30 * day, "default: {ttl}");
+    let ttl = record_ttl(&app, &short).await;
+    assert!(day < ttl && ttl <= 2 * day, "retention 2 days: {ttl}");
 }

@@ -335,6 +335,7 @@ pub async fn retry(
         created_ms: now,
         broadcast: None,
         touchpoint: old.touchpoint.clone(),
+        retain_days: None,
     };
     // One re-drive per dead letter, even under concurrent retries: the claim is atomic.
     let claim_key = format!("retry:{}", old.id);

@@ -146,6 +146,7 @@ fn parse_request(
         created_ms: now,
         broadcast: None,
         touchpoint: None,
+        retain_days: None,
     })
 }
 

@@ -112,8 +112,10 @@ pub async fn delete(
         "erased": erased,
         "kept": {
             "opt_out": erased.opt_out_kept,
+            "messages_in_flight": erased.messages_in_flight_kept,
             "why": "a STOP is kept as the legal record that the patient refused messages; \
-                    outbox message records (recipient, parameters) expire 30 days after they end; \
+                    messages still queued or in flight are kept and expire on the clinic's \
+                    retention (default 30 days) after they end; \
                     documents' media stay at Meta until Meta drops them (30 days)",
         },
     })))

@@ -367,6 +367,7 @@ impl Broadcasts {
             created_ms: now,
             broadcast: Some(b.id.clone()),
             touchpoint: Some("broadcast".to_owned()),
+            retain_days: None,
         }
     }
 

@@ -44,6 +44,11 @@ pub struct ErasureReport {
     pub appointments: usize,
     pub jobs_unscheduled: usize,
     pub dead_letters: usize,
+    /// Outbox records of ended messages to the patient (recipient, parameters, text, timeline).
+    pub messages: usize,
+    /// Messages to the patient still queued or in flight: kept (they expire on the clinic's
+    /// retention once they end).
+    pub messages_in_flight_kept: usize,
     /// Marker slots cleared per phone (rating, comment, not-on-WhatsApp) and the pending
     /// appointment question.
     pub markers_cleared: usize,
@@ -115,8 +120,9 @@ impl Clinical {
     /// Removes what the clinic holds about the patient with these phones: inbox messages,
     /// feedback, visits (and their follow-up and feedback jobs), documents, appointments (and
     /// their reminder jobs), markers, the pending question and dead letters of messages to the
-    /// patient still on record. Kept: the STOP opt-out; outbox message records, which expire on
-    /// their own 30 days after they end.
+    /// patient still on record, and the outbox records of ended messages to the patient. Kept:
+    /// the STOP opt-out; messages still on their way (they expire on the clinic's retention once
+    /// they end).
     pub async fn erase_patient(
         &self,
         clinic: &ClinicSettings,
@@ -259,6 +265,13 @@ impl Clinical {
             }
         }
 
+        // After the dead letters: those are found through the message records.
+        for phone in phones {
+            let m = self.store.erase_messages_to(tenant, phone).await?;
+            report.messages += m.erased;
+            report.messages_in_flight_kept += m.live;
+        }
+
         for phone in phones {
             let d = phone.digits();
             for slot in [
@@ -285,6 +298,7 @@ impl Clinical {
             documents = report.documents,
             appointments = report.appointments,
             dead_letters = report.dead_letters,
+            messages = report.messages,
             complete = report.complete,
             "patient erased"
         );

@@ -146,6 +146,7 @@ impl Clinical {
                         created_ms: now,
                         broadcast: None,
                         touchpoint: Some(touchpoint.as_str().to_owned()),
+                        retain_days: None,
                     };
                     match self.actors.submit(clinic.clone(), msg.clone()).await {
                         Ok(Ok(_)) => {

@@ -112,6 +112,10 @@ pub struct NewMessage {
     /// latency; `None` for messages sent through `POST /v1/messages`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub touchpoint: Option<String>,
+    /// The clinic's retention when it was accepted: the record (recipient, parameters, text)
+    /// expires this many days after the message ends; `None` = the store's default (30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_days: Option<u32>,
 }
 
 /// The outbox record: the accepted message and everything that happened to it.
@@ -345,6 +349,7 @@ mod tests {
             created_ms: 0,
             broadcast: None,
             touchpoint: None,
+            retain_days: None,
         });
         r.state = state;
         r

@@ -44,6 +44,7 @@ fn msg_on(t: &str, n: &str, lane: Lane, created_ms: i64) -> NewMessage {
         created_ms,
         broadcast: None,
         touchpoint: None,
+        retain_days: None,
     }
 }
 
@@ -1390,7 +1391,68 @@ contract!(
     timeline_of_a_full_journey,
     concurrent_statuses_converge,
     queue_entries_carry_what_ack_needs,
+    erasure_takes_delivered_messages_to_the_patient_only,
 );
+
+/// Delivered messages to the patient go; one still queued stays (and is counted), as do other
+/// patients' and another clinic's messages to the same phone.
+async fn erasure_takes_delivered_messages_to_the_patient_only(s: &dyn Store) {
+    let delivered = msg(Lane::Care);
+    let queued = msg(Lane::Care);
+    let mut other_patient = msg(Lane::Care);
+    other_patient.to = E164::parse("+919800000077").unwrap_or_else(|e| panic!("{e}"));
+    let other_clinic = msg_on("clinic_b", "2002", Lane::Care, 1_700_000_000_000);
+    for m in [&delivered, &queued, &other_patient, &other_clinic] {
+        accept_ok(s, m).await;
+    }
+    for (m, w) in [
+        (&delivered, "wamid.D"),
+        (&other_patient, "wamid.O"),
+        (&other_clinic, "wamid.C"),
+    ] {
+        accepted(s, m, w).await;
+        assert!(matches!(
+            apply(s, m, &status(w, MessageState::Delivered, 30, None)).await,
+            StatusOutcome::Applied { .. }
+        ));
+    }
+    let r = s
+        .erase_messages_to(&delivered.tenant, &delivered.to)
+        .await
+        .unwrap_or_else(|e| panic!("erase: {e}"));
+    assert_eq!(r, super::MessageErasure { erased: 1, live: 1 });
+    let gone = s
+        .load(&delivered.number, &delivered.id)
+        .await
+        .ok()
+        .flatten();
+    assert!(gone.is_none());
+    assert!(s
+        .message(&delivered.tenant, &delivered.id)
+        .await
+        .ok()
+        .flatten()
+        .is_none());
+    // A late status for the erased message finds nothing.
+    assert_eq!(
+        apply(
+            s,
+            &delivered,
+            &status("wamid.D", MessageState::Read, 40, None)
+        )
+        .await,
+        StatusOutcome::UnknownMessage
+    );
+    for m in [&queued, &other_patient, &other_clinic] {
+        record(s, m).await;
+    }
+    // Nothing left to erase but the queued one.
+    let again = s
+        .erase_messages_to(&delivered.tenant, &delivered.to)
+        .await
+        .unwrap_or_else(|e| panic!("erase: {e}"));
+    assert_eq!(again, super::MessageErasure { erased: 0, live: 1 });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Redis only: what the memory store cannot show.
@@ -1414,38 +1476,47 @@ mod redis_only {
             super::super::RedisStore::connect(&url, &prefix, 2).unwrap_or_else(|e| panic!("{e}"));
         let m = msg(Lane::Care);
         accept_ok(&s, &m).await;
-        accepted(&s, &m, "wamid.K").await;
         let mut c = raw(&url).await;
-        let mut keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query_async(&mut c)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        keys.sort();
         let n = format!("{prefix}{{n:1001}}");
-        let mut expected = vec![
-            format!("{n}:m:{}", m.id),
-            format!("{n}:q:care"),
-            format!("{n}:tl:{}", m.id),
-            format!("{n}:w:wamid.K"),
-            format!("{prefix}{{t:clinic_a}}:m:{}", m.id),
-        ];
-        expected.sort();
-        assert_eq!(keys, expected);
-        // Index keys expire; a record that is not terminal never does.
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(format!("{n}:w:wamid.K"))
-            .query_async(&mut c)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(ttl > 0);
+        // A record still to be sent never expires.
         let ttl: i64 = redis::cmd("TTL")
             .arg(format!("{n}:m:{}", m.id))
             .query_async(&mut c)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ttl, -1);
-        // Terminal: the record, its timeline and its tenant pointer expire.
+        accepted(&s, &m, "wamid.K").await;
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        keys.sort();
+        let mut expected = vec![
+            format!("{n}:m:{}", m.id),
+            format!("{n}:q:care"),
+            format!("{n}:tl:{}", m.id),
+            format!("{n}:w:wamid.K"),
+            format!("{prefix}{{t:clinic_a}}:m:{}", m.id),
+            format!("{prefix}{{t:clinic_a}}:mto:919876543210"),
+        ];
+        expected.sort();
+        assert_eq!(keys, expected);
+        // Index keys expire; so does a record Meta has (it only waits for statuses), from
+        // each status it takes.
+        for k in [
+            format!("{n}:w:wamid.K"),
+            format!("{n}:m:{}", m.id),
+            format!("{prefix}{{t:clinic_a}}:mto:919876543210"),
+        ] {
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(&k)
+                .query_async(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(ttl > 0, "{k}: {ttl}");
+        }
+        // Read: the record, its timeline and its tenant pointer expire.
         assert_eq!(
             apply(&s, &m, &status("wamid.K", MessageState::Read, 50, None)).await,
             applied(&m, MessageState::Read)

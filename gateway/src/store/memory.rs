@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    transitions, Accepted, AttemptOutcome, IdempotencyClaim, QueueDepth, QueueEntry, StatusOutcome,
-    Store, StoreError,
+    transitions, Accepted, AttemptOutcome, IdempotencyClaim, MessageErasure, QueueDepth,
+    QueueEntry, StatusOutcome, Store, StoreError,
 };
 use crate::domain::message::{MessageRecord, StatusDecision};
 use crate::domain::{
-    Lane, MessageId, MessageState, NewMessage, PhoneNumberId, StatusUpdate, TenantId,
+    Lane, MessageId, MessageState, NewMessage, PhoneNumberId, StatusUpdate, TenantId, E164,
 };
 
 #[derive(Default)]
@@ -356,5 +356,31 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn erase_messages_to(
+        &self,
+        tenant: &TenantId,
+        to: &E164,
+    ) -> Result<MessageErasure, StoreError> {
+        let mut g = self.inner.lock();
+        let mut report = MessageErasure::default();
+        let ours: Vec<(PhoneNumberId, MessageId, bool)> = g
+            .records
+            .iter()
+            .filter(|(_, r)| &r.message.tenant == tenant && r.message.to == *to)
+            .map(|(k, r)| (k.0.clone(), k.1.clone(), super::redis::erasable(r.state)))
+            .collect();
+        for (number, id, ended) in ours {
+            if !ended {
+                report.live += 1;
+                continue;
+            }
+            g.records.remove(&(number.clone(), id.clone()));
+            g.by_tenant.remove(&(tenant.clone(), id.clone()));
+            g.by_wamid.retain(|(n, _), m| !(n == &number && m == &id));
+            report.erased += 1;
+        }
+        Ok(report)
     }
 }

@@ -30,6 +30,7 @@ use serde::Serialize;
 use crate::domain::message::MessageRecord;
 use crate::domain::{
     Lane, MessageError, MessageId, MessageState, NewMessage, PhoneNumberId, StatusUpdate, TenantId,
+    E164,
 };
 
 pub use self::memory::MemoryStore;
@@ -243,4 +244,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// The store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Deletes the outbox records (recipient, content, timeline) of a tenant's messages to this
+    /// phone that nothing will act on again (delivered, read, failed, expired); messages still
+    /// on their way are kept and counted.
+    async fn erase_messages_to(
+        &self,
+        tenant: &TenantId,
+        to: &E164,
+    ) -> Result<MessageErasure, StoreError>;
+}
+
+/// What [`Store::erase_messages_to`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MessageErasure {
+    /// Ended messages whose records were deleted.
+    pub erased: usize,
+    /// Messages still queued or in flight: kept (they end and expire on their own).
+    pub live: usize,
 }

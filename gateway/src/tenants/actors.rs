@@ -443,6 +443,7 @@ mod tests {
             created_ms: crate::clock::now_ms(),
             broadcast: None,
             touchpoint: None,
+            retain_days: None,
         }
     }
 

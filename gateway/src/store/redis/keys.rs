@@ -68,6 +68,12 @@ impl Keys {
         format!("{}:m:{}", self.tenant(tenant), id.as_str())
     }
 
+    /// Sorted set: a tenant's message ids to one recipient (score = accepted unix ms), so a
+    /// patient's erasure finds their outbox records.
+    pub(super) fn messages_to(&self, tenant: &TenantId, digits: &str) -> String {
+        format!("{}:mto:{}", self.tenant(tenant), digits)
+    }
+
     /// String: `<fingerprint>|<message id>`; the client's key is hashed (any length, any bytes).
     pub(super) fn idempotency(&self, tenant: &TenantId, key: &str) -> String {
         let digest = Sha256::digest(key.as_bytes());

@@ -31,17 +31,20 @@ use self::keys::{delayed_member, Keys, GROUP};
 use self::reply::{corrupt, int, items, pairs, stream_entry, text, xread_entries};
 use self::scripts::Scripts;
 use super::{
-    transitions, Accepted, AttemptOutcome, IdempotencyClaim, QueueDepth, QueueEntry, StatusOutcome,
-    Store, StoreError,
+    transitions, Accepted, AttemptOutcome, IdempotencyClaim, MessageErasure, QueueDepth,
+    QueueEntry, StatusOutcome, Store, StoreError,
 };
 use crate::domain::message::{MessageRecord, StatusDecision};
 use crate::domain::{
     Lane, MessageError, MessageId, MessageState, NewMessage, PhoneNumberId, StatusUpdate, TenantId,
-    TimelineEvent,
+    TimelineEvent, E164,
 };
 
 /// How long terminal records, their timelines and the wamid index are kept (30 days).
 pub const TERMINAL_TTL_SECS: u64 = 30 * 24 * 3600;
+/// The recipient index lives this much longer than the records it lists (a record's TTL starts
+/// when it ends, after its last accept refreshed the index's).
+const RECIPIENT_INDEX_SLACK_SECS: u64 = 7 * 24 * 3600;
 
 /// Response and connect timeout of every pooled connection. None of the store's commands block.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -304,6 +307,13 @@ impl RedisStore {
         record_from(&key, fields, &[])
     }
 
+    /// How long an ended message's record lives: its clinic's retention, else the default.
+    fn terminal_ttl(&self, retain_days: &Option<u32>) -> u64 {
+        retain_days.map_or(self.inner.terminal_ttl_secs, |d| {
+            u64::from(d.max(1)) * 86_400
+        })
+    }
+
     /// Writes `rec` (read at version `ver`, timeline empty then) back: its mutable fields, the
     /// timeline lines the transition pushed, the wamid index (`index`), and a TTL when terminal.
     async fn commit(
@@ -316,15 +326,18 @@ impl RedisStore {
         let id = &rec.message.id;
         let key = self.keys().record(number, id);
         let (set, del) = mutable_fields(rec)?;
-        let ttl = self.inner.terminal_ttl_secs;
+        let ttl = self.terminal_ttl(&rec.message.retain_days);
         let mut inv = self.inner.scripts.commit.prepare_invoke();
         inv.key(&key).key(self.keys().timeline(number, id));
         match index {
             Some(wamid) => inv.key(self.keys().wamid(number, wamid)),
             None => inv.key(&key),
         };
+        // Once Meta has it the record only waits for statuses: it expires on the retention
+        // from the last one (a delivered message that is never read expires too).
+        let expires = rec.state.is_terminal() || rec.state.left_gateway();
         inv.arg(ver)
-            .arg(if rec.state.is_terminal() { ttl } else { 0 })
+            .arg(if expires { ttl } else { 0 })
             .arg(if index.is_some() { id.as_str() } else { "" })
             .arg(ttl)
             .arg(set.len());
@@ -347,7 +360,7 @@ impl RedisStore {
         drop(c);
         Ok(match r {
             1 => {
-                if rec.state.is_terminal() {
+                if expires {
                     self.expire_tenant_pointer(rec).await;
                 }
                 Cas::Written
@@ -367,7 +380,7 @@ impl RedisStore {
             let mut c = self.conn().await?;
             let _: Value = ::redis::cmd("EXPIRE")
                 .arg(&key)
-                .arg(self.inner.terminal_ttl_secs)
+                .arg(self.terminal_ttl(&rec.message.retain_days))
                 .query_async(&mut c)
                 .await
                 .map_err(unavailable)?;
@@ -424,10 +437,23 @@ impl Store for RedisStore {
             .and_then(|ev| serde_json::to_string(ev).ok())
             .ok_or_else(|| StoreError::Unavailable("encoding the first timeline line".into()))?;
         let mut c = self.conn().await?;
-        // The pointer first: harmless if the script below fails or finds the record.
-        let _: Value = ::redis::cmd("SET")
+        // The pointer and the recipient index first (one round trip): harmless if the script
+        // below fails or finds the record. The index outlives the longest record it can point to.
+        let to = k.messages_to(&msg.tenant, msg.to.digits());
+        let _: Value = ::redis::pipe()
+            .cmd("SET")
             .arg(k.tenant_message(&msg.tenant, &msg.id))
             .arg(msg.number.as_str())
+            .ignore()
+            .cmd("ZADD")
+            .arg(&to)
+            .arg(msg.created_ms)
+            .arg(msg.id.as_str())
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&to)
+            .arg(self.terminal_ttl(&msg.retain_days) + RECIPIENT_INDEX_SLACK_SECS)
+            .ignore()
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
@@ -449,9 +475,16 @@ impl Store for RedisStore {
             "created" => Ok(Accepted::Created),
             "exists" => Ok(Accepted::AlreadyExists),
             "full" => {
-                // Refused: drop the pointer written above so rejected ids do not pile up.
-                let _: Value = ::redis::cmd("DEL")
+                // Refused: drop the pointer and index entry written above so rejected ids do
+                // not pile up.
+                let _: Value = ::redis::pipe()
+                    .cmd("DEL")
                     .arg(k.tenant_message(&msg.tenant, &msg.id))
+                    .ignore()
+                    .cmd("ZREM")
+                    .arg(&to)
+                    .arg(msg.id.as_str())
+                    .ignore()
                     .query_async(&mut c)
                     .await
                     .map_err(unavailable)?;
@@ -902,4 +935,83 @@ impl Store for RedisStore {
             .map_err(unavailable)?;
         Ok(())
     }
+
+    async fn erase_messages_to(
+        &self,
+        tenant: &TenantId,
+        to: &E164,
+    ) -> Result<MessageErasure, StoreError> {
+        let k = self.keys();
+        let index = k.messages_to(tenant, to.digits());
+        let ids: Vec<String> = {
+            let mut c = self.conn().await?;
+            ::redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(0)
+                .arg(MAX_ERASED_MESSAGES - 1)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?
+        };
+        let mut report = MessageErasure::default();
+        for raw in ids {
+            let id = MessageId::parse(&raw).ok();
+            let pointer = id.as_ref().map(|id| k.tenant_message(tenant, id));
+            let number: Option<String> = match &pointer {
+                Some(p) => {
+                    let mut c = self.conn().await?;
+                    ::redis::cmd("GET")
+                        .arg(p)
+                        .query_async(&mut c)
+                        .await
+                        .map_err(unavailable)?
+                }
+                None => None,
+            };
+            let number = number.and_then(|n| PhoneNumberId::parse(&n).ok());
+            let found = match (&number, &id) {
+                (Some(n), Some(id)) => self.load_fields(n, id).await?,
+                _ => None,
+            };
+            let mut doomed: Vec<String> = pointer.into_iter().collect();
+            if let (Some((rec, _)), Some(n), Some(id)) = (&found, &number, &id) {
+                if &rec.message.tenant == tenant {
+                    if !erasable(rec.state) {
+                        report.live += 1;
+                        continue;
+                    }
+                    doomed.push(k.record(n, id));
+                    doomed.push(k.timeline(n, id));
+                    if let Some(w) = &rec.wamid {
+                        doomed.push(k.wamid(n, w));
+                    }
+                    report.erased += 1;
+                }
+            }
+            // Record, timeline and wamid share the number's slot; the pointer and the index
+            // the tenant's: one command per key keeps this valid on a cluster.
+            let mut p = ::redis::pipe();
+            for key in &doomed {
+                p.cmd("DEL").arg(key).ignore();
+            }
+            p.cmd("ZREM").arg(&index).arg(&raw).ignore();
+            let mut c = self.conn().await?;
+            let _: Value = p.query_async(&mut c).await.map_err(unavailable)?;
+        }
+        Ok(report)
+    }
 }
+
+/// An erasure may delete a message's record once nothing will act on it again: delivered or
+/// read (settled by their status), failed or expired (released). Queued, in-flight and merely
+/// sent ones still move money or get sent.
+pub(crate) fn erasable(state: MessageState) -> bool {
+    matches!(
+        state,
+        MessageState::Delivered | MessageState::Read | MessageState::Failed | MessageState::Expired
+    )
+}
+
+/// Message records one erasure looks at, at most (a patient with more keeps the rest until
+/// they expire; the next erasure continues).
+const MAX_ERASED_MESSAGES: i64 = 100_000;
