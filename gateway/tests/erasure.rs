@@ -316,6 +316,46 @@ async fn retention_removes_what_is_older_than_the_window() {
             .await;
         assert_eq!(s, 201, "{body}");
     }
+    // A patient last touched 40 days ago (written as the store holds it), and one today.
+    let mut stale = clinic_gateway::patients::PatientRecord::new(
+        "P-STALE",
+        clinic_gateway::domain::E164::parse(&patient(73)).unwrap_or_else(|e| panic!("{e}")),
+    );
+    stale.updated_ms = (chrono::Utc::now() - chrono::Duration::days(40)).timestamp_millis();
+    let json = serde_json::to_string(&stale).unwrap_or_else(|e| panic!("{e}"));
+    let index = clinic_gateway::patients::index::entry_of(&stale);
+    let tenant =
+        clinic_gateway::domain::TenantId::parse("clinic_a").unwrap_or_else(|e| panic!("{e}"));
+    let written = app
+        .store
+        .put_patients(
+            &tenant,
+            &[clinic_gateway::store::patients::PatientWrite {
+                external_id: "P-STALE",
+                phone: stale.phone.digits(),
+                json: &json,
+                index: &index,
+                expect: clinic_gateway::store::patients::Expect::Any,
+            }],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(written.len(), 1);
+    let (s, v) = app
+        .call(
+            Method::PUT,
+            "/v1/patients/P-FRESH",
+            KEY_A,
+            Some(json!({"phone": patient(74), "name": "Fresh"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        app.call(Method::GET, "/v1/patients/P-STALE", KEY_A, None)
+            .await
+            .0,
+        200
+    );
     // Keeping everything (the default): a sweep removes nothing.
     let (s, swept) = app
         .call(
@@ -343,7 +383,14 @@ async fn retention_removes_what_is_older_than_the_window() {
             None,
         )
         .await;
-    assert_eq!((s, swept["deleted"].as_u64()), (200, Some(1)), "{swept}");
+    // The old visit and the stale patient.
+    assert_eq!((s, swept["deleted"].as_u64()), (200, Some(2)), "{swept}");
+    for (id, status) in [("P-STALE", 404), ("P-FRESH", 200)] {
+        let (s, _) = app
+            .call(Method::GET, &format!("/v1/patients/{id}"), KEY_A, None)
+            .await;
+        assert_eq!(s, status, "{id}");
+    }
     // The old visit is gone (its EMR id books a new one), the recent one is still known.
     let (s, again) = app
         .call(Method::POST, "/v1/visits", KEY_A, Some(old_visit))

@@ -12,6 +12,7 @@ use super::jobs::RATING_SLOT;
 use super::{Clinical, ClinicalError};
 use crate::domain::records::{Document, Feedback, InboxMessage, Visit};
 use crate::domain::{MessageId, TenantId, E164};
+use crate::patients::PatientRecord;
 use crate::store::records::{RecordEntry, RecordKind};
 use crate::tenants::ClinicSettings;
 use crate::workflows::Job;
@@ -366,8 +367,51 @@ impl Clinical {
                 deleted += 1;
             }
         }
+        if deleted < budget {
+            deleted += self
+                .expire_patients(tenant, cutoff, budget - deleted)
+                .await?;
+        }
         if deleted > 0 {
             tracing::info!(tenant = %tenant, deleted, days, "retention sweep");
+        }
+        Ok(deleted)
+    }
+}
+
+impl Clinical {
+    /// Removes directory records of patients neither updated (by the clinic, its EMR, a consent
+    /// change) nor seen at a visit since `cutoff`, at most `budget`. Scans the whole directory:
+    /// the sweep runs at most hourly, and a scan reads pages of the compact JSON only.
+    async fn expire_patients(
+        &self,
+        tenant: &TenantId,
+        cutoff: i64,
+        budget: usize,
+    ) -> Result<usize, ClinicalError> {
+        let mut deleted = 0;
+        let mut cursor: Option<String> = None;
+        while deleted < budget {
+            let page = self
+                .store
+                .scan_patients(tenant, cursor.as_deref(), PAGE)
+                .await?;
+            for (id, json) in &page.items {
+                let Ok(p) = serde_json::from_str::<PatientRecord>(json) else {
+                    continue;
+                };
+                let last_seen = p.updated_ms.max(p.last_visit_ms.unwrap_or(i64::MIN));
+                if last_seen < cutoff && self.store.delete_patient(tenant, id).await?.is_some() {
+                    deleted += 1;
+                    if deleted >= budget {
+                        break;
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
         }
         Ok(deleted)
     }
