@@ -229,6 +229,11 @@ pub struct DispatchSettings {
     pub reclaim_idle_ms: u64,
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
+    /// How long the whole number stops after Meta's 130429 (throughput exceeded). Meta refuses
+    /// only until the rolling second is back under the tier, and the pacer runs below it, so
+    /// a short stop clears it; a long one wastes the tier.
+    #[serde(default = "default_throughput_pause_ms")]
+    pub throughput_pause_ms: u64,
     pub max_attempts: u32,
     pub pair_period_ms: u64,
     pub pair_burst: u32,
@@ -469,4 +474,8 @@ mod tests {
             Ok(())
         });
     }
+}
+
+fn default_throughput_pause_ms() -> u64 {
+    250
 }

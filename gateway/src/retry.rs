@@ -17,12 +17,17 @@ pub enum SendFailure {
     Ambiguous,
 }
 
+/// Meta's "throughput exceeded" for a business number.
+pub const THROUGHPUT_EXCEEDED: i64 = 130429;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     pub base: Duration,
     pub max: Duration,
     pub max_attempts: u32,
     pub status_grace: Duration,
+    /// The number's stop after 130429 (see `dispatch.throughput_pause_ms`).
+    pub throughput_pause: Duration,
 }
 
 /// The dispatcher's next step after a failure.
@@ -67,6 +72,10 @@ impl RetryPolicy {
         match failure {
             SendFailure::Meta { code } => match classify(*code) {
                 ErrorClass::Retry { after } => retry(after, None),
+                // 130429 clears as soon as the rolling second is under the tier again.
+                ErrorClass::ThrottleNumber { .. } if *code == THROUGHPUT_EXCEEDED => {
+                    retry(self.throughput_pause, Some(self.throughput_pause))
+                }
                 ErrorClass::ThrottleNumber { after } => retry(after, Some(after)),
                 // Meta's documented pair-rate backoff: 4^n seconds (1, 4, 16, 64 …).
                 ErrorClass::ThrottleRecipient => {
@@ -126,7 +135,21 @@ mod tests {
             max: Duration::from_secs(60),
             max_attempts: 5,
             status_grace: Duration::from_secs(30),
+            throughput_pause: Duration::from_millis(250),
         }
+    }
+
+    /// 130429 stops the number briefly (Meta refuses only until the rolling second is under
+    /// the tier); the ~1 min tier upgrade (131057) keeps Meta's 10 s.
+    #[test]
+    fn throughput_exceeded_pauses_the_number_briefly() {
+        let p = policy();
+        let pause = |code| match p.after_failure(&SendFailure::Meta { code }, 1, 0.5) {
+            Next::Retry { pause_number, .. } => pause_number,
+            _ => None,
+        };
+        assert_eq!(pause(130429), Some(Duration::from_millis(250)));
+        assert_eq!(pause(131057), Some(Duration::from_secs(10)));
     }
 
     #[test]

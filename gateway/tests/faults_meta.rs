@@ -20,6 +20,8 @@ const BASE_MS: u64 = 100;
 const MAX_MS: u64 = 2_000;
 const GRACE_MS: u64 = 1_500;
 const IN_FLIGHT: usize = 8;
+/// The number's stop after each 130429 (`dispatch.throughput_pause_ms`).
+const PAUSE_MS: u64 = 250;
 
 /// The most send attempts one message can make in `window` under the retry policy: each retry
 /// waits at least half the capped exponential delay (the policy's jitter never goes lower).
@@ -71,6 +73,7 @@ async fn meta_outage_then_130429_storm_backs_off_honours_deadlines_and_resumes()
             max_attempts: 1_000,
             configure: Some(Arc::new(|s: &mut Settings| {
                 s.dispatch.max_in_flight = IN_FLIGHT;
+                s.dispatch.throughput_pause_ms = PAUSE_MS;
             })),
             ..Options::default()
         },
@@ -133,10 +136,11 @@ async fn meta_outage_then_130429_storm_backs_off_honours_deadlines_and_resumes()
     let storm_to = SystemTime::now();
     let storm_attempts = attempts_between(&sim, storm_from, storm_to);
     // Timeouts of the outage still being answered land early in the storm window: allow them.
-    let allowed = (storm.as_secs() as usize + 2) * IN_FLIGHT + IN_FLIGHT;
+    let pauses = (storm.as_millis() as u64 / PAUSE_MS) as usize;
+    let allowed = (pauses + 2) * IN_FLIGHT + IN_FLIGHT;
     eprintln!(
         "130429 storm {storm:?}: {storm_attempts} attempts (at most {allowed}: one round of \
-         in-flight sends per 1 s pause); unpaced it would be {}",
+         in-flight sends per {PAUSE_MS} ms pause); unpaced it would be {}",
         80 * storm.as_secs()
     );
     assert!(

@@ -89,6 +89,7 @@ impl Dispatcher {
             max: Duration::from_millis(s.retry_max_ms),
             max_attempts: s.max_attempts,
             status_grace: Duration::from_millis(s.status_grace_ms),
+            throughput_pause: Duration::from_millis(s.throughput_pause_ms),
         };
         let consumer = format!("{}-{}", deps.node_id, number.phone_number_id);
         let slots = in_flight_slots(number.tier_mps, s.tier_headroom, s.max_in_flight);
