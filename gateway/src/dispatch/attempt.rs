@@ -175,13 +175,26 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
         let due = now_ms() + wait.as_millis() as i64;
         return defer(core, entry, due).await;
     }
-    core.wait_if_paused().await;
-    let paced = Instant::now();
-    core.pacer.until_tier_ready(msg.lane).await;
     if core.draining.get() {
         // Hand it back untouched: the next start sends it.
         return defer(core, entry, now_ms()).await;
     }
+    let store = &core.deps.store;
+    let attempt = match store
+        .begin_attempt(&entry.number, &entry.message, now_ms())
+        .await
+    {
+        Ok(Some(n)) => n,
+        Ok(None) => return ack(core, entry).await,
+        Err(e) => {
+            return tracing::warn!(message = %entry.message, error = %e, "could not start attempt")
+        }
+    };
+    // Paced last, right before the request: what lies between the pacer and Meta (a store
+    // round trip) would otherwise shift sends into the next rolling second Meta counts.
+    core.wait_if_paused().await;
+    let paced = Instant::now();
+    core.pacer.until_tier_ready(msg.lane).await;
     // The tier the directory has now (the pacer follows it through `SetTier`).
     let tier = crate::metrics::ops::tier_label(
         clinic
@@ -195,17 +208,6 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
         .with_label_values(&[&tier])
         .observe(paced.elapsed().as_secs_f64());
     ops.pacing_sends.with_label_values(&[&tier]).inc();
-    let store = &core.deps.store;
-    let attempt = match store
-        .begin_attempt(&entry.number, &entry.message, now_ms())
-        .await
-    {
-        Ok(Some(n)) => n,
-        Ok(None) => return ack(core, entry).await,
-        Err(e) => {
-            return tracing::warn!(message = %entry.message, error = %e, "could not start attempt")
-        }
-    };
     if attempt == 1 {
         let waited = (now_ms() - msg.created_ms).max(0) as f64 / 1000.0;
         core.deps

@@ -1,13 +1,15 @@
 //! Pacing a business number: its throughput tier (governor, GCRA) and the pair rate per recipient.
 //!
 //! Sends waiting for the tier are served by lane, not by arrival: a lab report claimed behind
-//! half a second of broadcast copies takes the next free send, not the last.
+//! half a second of broadcast copies takes the next free send, not the last. Behind the GCRA a
+//! window of the last second's releases caps any rolling second at the paced rate: Meta counts
+//! arrivals per rolling second, and after a stall GCRA alone lets the backlog bunch up.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -37,6 +39,60 @@ pub struct Pacer {
     clock: DefaultClock,
 }
 
+/// What Meta counts its throughput over.
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The sends released in the last second, so that no rolling second holds more than `cap`.
+#[derive(Debug, Default)]
+pub struct SendWindow {
+    /// `None`: unpaced.
+    cap: Option<usize>,
+    released: VecDeque<Instant>,
+}
+
+impl SendWindow {
+    pub fn new(cap: Option<usize>) -> Self {
+        Self {
+            cap,
+            released: VecDeque::new(),
+        }
+    }
+
+    /// How long until one more send keeps every rolling second within the cap (`None`: now).
+    pub fn wait_before_next(&mut self, now: Instant) -> Option<Duration> {
+        while self
+            .released
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= SECOND)
+        {
+            self.released.pop_front();
+        }
+        let cap = self.cap?;
+        if self.released.len() < cap {
+            return None;
+        }
+        self.released
+            .front()
+            .map(|oldest| (*oldest + SECOND).saturating_duration_since(now))
+    }
+
+    pub fn record(&mut self, at: Instant) {
+        if self.cap.is_some() {
+            self.released.push_back(at);
+        }
+    }
+
+    pub fn set_cap(&mut self, cap: Option<usize>) {
+        self.cap = cap;
+    }
+}
+
+/// The window's cap for a tier: the paced rate (`None` when unpaced).
+fn window_cap(tier_mps: u32, headroom: f64) -> Option<usize> {
+    tier_quota(tier_mps, headroom)?;
+    Some(((tier_mps as f64) * headroom).floor().max(1.0) as usize)
+}
+
 /// The sends waiting for the number's tier, one queue per lane, and the one task handing out
 /// the tier's sends to them (highest lane first, arrival order within a lane).
 struct Turns {
@@ -44,6 +100,7 @@ struct Turns {
     tier: RefCell<Option<Rc<DefaultDirectRateLimiter>>>,
     waiting: RefCell<[VecDeque<oneshot::Sender<()>>; 3]>,
     serving: Cell<bool>,
+    window: RefCell<SendWindow>,
 }
 
 impl Turns {
@@ -74,9 +131,18 @@ impl Turns {
             if let Some(t) = limiter {
                 t.until_ready().await;
             }
+            loop {
+                let wait = self.window.borrow_mut().wait_before_next(Instant::now());
+                match wait {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => break,
+                }
+            }
             // The highest lane waiting now takes it (a care message may have arrived meanwhile).
             if let Some(tx) = self.next_waiter() {
-                let _ = tx.send(());
+                if tx.send(()).is_ok() {
+                    self.window.borrow_mut().record(Instant::now());
+                }
             }
         }
         self.serving.set(false);
@@ -96,6 +162,7 @@ impl Pacer {
                 ),
                 waiting: RefCell::new(Default::default()),
                 serving: Cell::new(false),
+                window: RefCell::new(SendWindow::new(window_cap(tier_mps, headroom))),
             }),
             pair: RateLimiter::keyed(pair_quota),
             clock: DefaultClock::default(),
@@ -125,6 +192,10 @@ impl Pacer {
     pub fn set_tier(&self, tier_mps: u32) {
         *self.turns.tier.borrow_mut() =
             tier_quota(tier_mps, self.headroom).map(|q| Rc::new(RateLimiter::direct(q)));
+        self.turns
+            .window
+            .borrow_mut()
+            .set_cap(window_cap(tier_mps, self.headroom));
     }
 
     /// Forgets recipients whose budget is full again, so memory follows active recipients only.
@@ -162,6 +233,29 @@ mod tests {
         let wait = p.check_recipient("919800000001").err();
         assert!(wait.is_some_and(|w| w > Duration::from_secs(4)), "{wait:?}");
         assert!(p.check_recipient("919800000002").is_ok());
+    }
+
+    #[test]
+    fn the_window_holds_at_most_the_cap_in_any_second() {
+        let mut w = SendWindow::new(Some(3));
+        let t0 = Instant::now();
+        for i in 0..3 {
+            let at = t0 + Duration::from_millis(i * 10);
+            assert_eq!(w.wait_before_next(at), None);
+            w.record(at);
+        }
+        // The fourth waits until the first is a second old.
+        let at = t0 + Duration::from_millis(500);
+        assert_eq!(w.wait_before_next(at), Some(Duration::from_millis(500)));
+        assert_eq!(w.wait_before_next(t0 + SECOND), None);
+        // Unpaced: never waits, keeps nothing.
+        let mut free = SendWindow::new(None);
+        for _ in 0..10 {
+            free.record(t0);
+        }
+        assert_eq!(free.wait_before_next(t0), None);
+        assert_eq!(window_cap(1_000, 0.995), Some(995));
+        assert_eq!(window_cap(0, 0.9), None);
     }
 
     /// Ten broadcast copies wait at 20 mps; a care message that starts waiting after them is
