@@ -8,74 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use whatsapp_cloud::sandbox::SentRecord;
-use whatsapp_cloud::wire::{ButtonParameter, Component, Content, Parameter};
-
-const DAY_MS: i64 = 24 * 3_600_000;
-
-fn at(ms_from_now: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::milliseconds(ms_from_now)).to_rfc3339()
-}
-
-async fn sent_template(
-    app: &TestApp,
-    to: &str,
-    name: &str,
-    timeout: Duration,
-) -> Option<SentRecord> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        let found = app.sim.sent().into_iter().find(|r| {
-            r.to == to.trim_start_matches('+') && matches!(&r.message.content, Content::Template { template } if template.name == name)
-        });
-        if found.is_some() {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
-fn body_texts(r: &SentRecord) -> Vec<String> {
-    match &r.message.content {
-        Content::Template { template } => template
-            .components
-            .iter()
-            .filter_map(|c| match c {
-                Component::Body { parameters } => Some(parameters.iter().filter_map(|p| match p {
-                    Parameter::Text { text, .. } => Some(text.clone()),
-                    _ => None,
-                })),
-                _ => None,
-            })
-            .flatten()
-            .collect(),
-        _ => vec![],
-    }
-}
-
-fn payloads(r: &SentRecord) -> Vec<String> {
-    match &r.message.content {
-        Content::Template { template } => template
-            .components
-            .iter()
-            .filter_map(|c| match c {
-                Component::Button { parameters, .. } => parameters.iter().find_map(|p| match p {
-                    ButtonParameter::Payload { payload } => Some(payload.clone()),
-                    _ => None,
-                }),
-                _ => None,
-            })
-            .collect(),
-        _ => vec![],
-    }
-}
-
-async fn appointment(app: &TestApp, id: &str) -> Value {
-    app.call(Method::GET, &format!("/v1/appointments/{id}"), KEY_A, None)
-        .await
-        .1
-}
+use whatsapp_cloud::wire::Content;
 
 #[actix_rt::test]
 async fn book_remind_and_cancel_with_one_tap() {
@@ -132,7 +65,7 @@ async fn book_remind_and_cancel_with_one_tap() {
     let start = Instant::now();
     let mut now = Value::Null;
     while start.elapsed() < Duration::from_secs(10) {
-        now = appointment(&app, &id).await;
+        now = app.appointment(&id).await;
         if now["status"] == "cancelled" {
             break;
         }
@@ -162,7 +95,7 @@ async fn book_remind_and_cancel_with_one_tap() {
         &cancel,
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(appointment(&app, &id).await["version"], now["version"]);
+    assert_eq!(app.appointment(&id).await["version"], now["version"]);
 }
 
 #[actix_rt::test]
@@ -202,7 +135,7 @@ async fn rescheduling_moves_reminders_and_old_taps_act_on_the_right_appointment(
     app.sim
         .inject_inbound_text(NUMBER_A, p.trim_start_matches('+'), "cancel");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(appointment(&app, &id).await["status"], "booked");
+    assert_eq!(app.appointment(&id).await["status"], "booked");
     // The clinic cancels: the patient hears about it.
     let (s, v) = app
         .call(

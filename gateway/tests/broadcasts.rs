@@ -13,10 +13,6 @@ use serde_json::{json, Value};
 use whatsapp_cloud::sandbox::SentRecord;
 use whatsapp_cloud::wire::{Content, TemplateCategory, TemplateStatus};
 
-fn digits(p: &str) -> String {
-    p.trim_start_matches('+').to_owned()
-}
-
 fn broadcast_sends(app: &TestApp, template: &str) -> Vec<SentRecord> {
     app.sim
         .sent()
@@ -71,17 +67,6 @@ async fn put_patient(app: &TestApp, id: &str, body: Value) {
 
 fn born(years_ago: i64) -> String {
     (chrono::Utc::now().date_naive() - chrono::Duration::days(years_ago * 366)).to_string()
-}
-
-async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    f()
 }
 
 #[actix_rt::test]
@@ -141,7 +126,7 @@ async fn filters_pick_exactly_the_right_patients_and_the_dry_run_matches_the_run
         put_patient(&app, id, body).await;
     }
     app.sim
-        .inject_inbound_text(NUMBER_A, &digits(&cases[5].1), "STOP");
+        .inject_inbound_text(NUMBER_A, digits(&cases[5].1), "STOP");
     tokio::time::sleep(Duration::from_millis(800)).await;
     let request = json!({"name": "Flu drive", "template": {"name": "flu_drive", "language": "en"},
         "parameters": [{"field": "first_name"}, {"value": "Saturday"}],
@@ -175,7 +160,7 @@ async fn filters_pick_exactly_the_right_patients_and_the_dry_run_matches_the_run
         .unwrap_or_default()
         .to_owned();
     assert!(
-        wait_until(Duration::from_secs(15), || broadcast_sends(
+        eventually(Duration::from_secs(15), || broadcast_sends(
             &app,
             "flu_drive"
         )
@@ -269,7 +254,7 @@ async fn cancel_mid_flight_stops_sending_and_a_lab_report_overtakes_the_broadcas
         .to_owned();
     assert_eq!(created["estimate"]["recipients"], 200);
     assert!(
-        wait_until(Duration::from_secs(10), || broadcast_sends(
+        eventually(Duration::from_secs(10), || broadcast_sends(
             &app,
             "review_due"
         )
@@ -292,7 +277,7 @@ async fn cancel_mid_flight_stops_sending_and_a_lab_report_overtakes_the_broadcas
         .await;
     assert_eq!(s, 201, "{v}");
     assert!(
-        wait_until(Duration::from_secs(1), || app
+        eventually(Duration::from_secs(1), || app
             .sim
             .sent()
             .iter()

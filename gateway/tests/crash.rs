@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clinic_gateway::testing::{shared_redis, unique_prefix};
+use common::faults::free_port;
 use common::*;
 use serde_json::Value;
 use whatsapp_cloud::sandbox::{Faults, SandboxHandle};
@@ -19,11 +19,6 @@ struct Node {
     config: std::path::PathBuf,
     log: std::path::PathBuf,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
 }
 
 fn clinic_toml(tier: u32) -> String {

@@ -183,10 +183,6 @@ async fn failed_and_expired_messages_are_listed_by_status_and_time() {
     assert_eq!(resp.status().as_u16(), 401);
 }
 
-fn urlencode(s: &str) -> String {
-    s.replace('+', "%2B").replace(':', "%3A")
-}
-
 #[actix_rt::test]
 async fn a_retry_is_a_new_linked_message_sent_once() {
     let app = spawn_app("dead_letters_retry", opts()).await;

@@ -10,22 +10,19 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use clinic_gateway::config::TemplatesSettings;
 use clinic_gateway::domain::TenantId;
 use clinic_gateway::emr::fhir::notify::{subscription_slot, MARKER_OWNER};
 use clinic_gateway::emr::fhir::writeback::apply_patch;
-use clinic_gateway::template_library::TemplateLibrary;
 use common::*;
 use parking_lot::Mutex;
 use reqwest::Method;
 use serde_json::{json, Value};
 use whatsapp_cloud::sandbox::SentRecord;
-use whatsapp_cloud::wire::{ButtonParameter, Component, Content, Parameter, TemplateStatus};
+use whatsapp_cloud::wire::{Component, Content, Parameter};
 
-const DAY_MS: i64 = 24 * 3_600_000;
 const EMR_TOKEN: &str = "emr-token";
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -251,26 +248,18 @@ async fn link(app: &TestApp, emr: &Emr, write_back: bool) {
 
 /// The document templates, approved at the sandbox and synced into clinic A's catalog.
 async fn document_templates(app: &TestApp) {
-    let library = TemplateLibrary::load(&TemplatesSettings::default().resolved_dir())
-        .unwrap_or_else(|e| panic!("{e}"));
-    for def in library.templates().iter().filter(|t| {
-        [
+    seed_templates(
+        app,
+        &[
             "prescription_ready",
             "lab_report_ready",
             "lab_report_corrected",
             "health_record_ready",
             "visit_follow_up",
             "feedback_request",
-        ]
-        .contains(&t.name.as_str())
-    }) {
-        app.sim
-            .add_template_def(WABA_A, def, TemplateStatus::Approved);
-    }
-    let (s, v) = app
-        .call(Method::POST, "/v1/templates/sync", KEY_A, None)
-        .await;
-    assert_eq!(s, 200, "{v}");
+        ],
+    )
+    .await;
 }
 
 /// A FHIR request as clinic A; asserts the answer is FHIR JSON.
@@ -306,12 +295,7 @@ async fn fhir_raw(
     }
     let resp = req.send().await.unwrap_or_else(|e| panic!("{e}"));
     let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let ct = common::content_type(&resp);
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     assert!(
         ct.starts_with("application/fhir+json"),
@@ -333,46 +317,6 @@ fn diagnostics(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn templates_to(app: &TestApp, to: &str, name: &str) -> Vec<SentRecord> {
-    app.sim
-        .sent()
-        .into_iter()
-        .filter(|r| {
-            r.to == to.trim_start_matches('+')
-                && matches!(&r.message.content, Content::Template { template } if template.name == name)
-        })
-        .collect()
-}
-
-async fn sent_template(app: &TestApp, to: &str, name: &str) -> Option<SentRecord> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if let Some(r) = templates_to(app, to, name).into_iter().next() {
-            return Some(r);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
-fn body_texts(r: &SentRecord) -> Vec<String> {
-    match &r.message.content {
-        Content::Template { template } => template
-            .components
-            .iter()
-            .filter_map(|c| match c {
-                Component::Body { parameters } => Some(parameters.iter().filter_map(|p| match p {
-                    Parameter::Text { text, .. } => Some(text.clone()),
-                    _ => None,
-                })),
-                _ => None,
-            })
-            .flatten()
-            .collect(),
-        _ => vec![],
-    }
-}
-
 fn has_document_header(r: &SentRecord) -> bool {
     match &r.message.content {
         Content::Template { template } => template.components.iter().any(|c| {
@@ -383,22 +327,7 @@ fn has_document_header(r: &SentRecord) -> bool {
 }
 
 fn cancel_payload(r: &SentRecord) -> Option<String> {
-    match &r.message.content {
-        Content::Template { template } => template.components.iter().find_map(|c| match c {
-            Component::Button { parameters, .. } => parameters.iter().find_map(|p| match p {
-                ButtonParameter::Payload { payload } if payload.starts_with("CANCEL:") => {
-                    Some(payload.clone())
-                }
-                _ => None,
-            }),
-            _ => None,
-        }),
-        _ => None,
-    }
-}
-
-fn at(ms_from_now: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::milliseconds(ms_from_now)).to_rfc3339()
+    payloads(r).into_iter().find(|p| p.starts_with("CANCEL:"))
 }
 
 fn pdf(label: &str) -> Vec<u8> {
@@ -437,17 +366,6 @@ fn diagnostic_report(id: &str, phone: &str, status: &str, bytes: &[u8]) -> Value
         "contained": [contained_patient(phone, "Ravi Kumar")],
         "code": {"text": "Lipid panel"}, "subject": {"reference": "#pat"},
         "presentedForm": [{"contentType": "application/pdf", "data": wrapped_b64(bytes), "title": "Lipid panel"}]})
-}
-
-async fn wait_until<F: Fn() -> bool>(what: &str, f: F) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 async fn forget_subscription(app: &TestApp, subscription: &str) {
@@ -615,9 +533,14 @@ async fn a_booked_appointment_is_confirmed_once_and_its_changes_follow() {
         diagnostics(&v).contains("Appointment/apt-601 booked as apt_"),
         "{v}"
     );
-    let confirmation = sent_template(&app, &p, "appointment_confirmation")
-        .await
-        .unwrap_or_else(|| panic!("no confirmation reached the sandbox"));
+    let confirmation = sent_template(
+        &app,
+        &p,
+        "appointment_confirmation",
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap_or_else(|| panic!("no confirmation reached the sandbox"));
     let params = body_texts(&confirmation);
     assert_eq!(params[0], "Asha Rao");
     assert_eq!(params[3], "Dr. Rao");
@@ -637,16 +560,20 @@ async fn a_booked_appointment_is_confirmed_once_and_its_changes_follow() {
     let (s, v) = fhir(&app, Method::PUT, "/Appointment/apt-601", Some(&moved)).await;
     assert_eq!(s, 201, "{v}");
     assert!(diagnostics(&v).contains("moved"), "{v}");
-    assert!(sent_template(&app, &p, "appointment_rescheduled")
-        .await
-        .is_some());
+    assert!(
+        sent_template(&app, &p, "appointment_rescheduled", Duration::from_secs(15))
+            .await
+            .is_some()
+    );
     // Cancelled in the EMR.
     moved["status"] = json!("cancelled");
     let (s, v) = fhir(&app, Method::PUT, "/Appointment/apt-601", Some(&moved)).await;
     assert_eq!(s, 201, "{v}");
-    assert!(sent_template(&app, &p, "appointment_cancelled")
-        .await
-        .is_some());
+    assert!(
+        sent_template(&app, &p, "appointment_cancelled", Duration::from_secs(15))
+            .await
+            .is_some()
+    );
     // Booked again after the cancellation: a conflict, as an OperationOutcome.
     moved["status"] = json!("booked");
     let (s, v) = fhir(&app, Method::PUT, "/Appointment/apt-601", Some(&moved)).await;
@@ -676,7 +603,7 @@ async fn a_final_report_with_an_inline_pdf_reaches_the_patient_once_and_a_correc
     let report = diagnostic_report("lab-1", &p, "final", &pdf("first"));
     let (s, v) = fhir(&app, Method::POST, "/DiagnosticReport", Some(&report)).await;
     assert_eq!(s, 201, "{v}");
-    let lab = sent_template(&app, &p, "lab_report_ready")
+    let lab = sent_template(&app, &p, "lab_report_ready", Duration::from_secs(15))
         .await
         .unwrap_or_else(|| panic!("no lab report reached the sandbox"));
     assert!(has_document_header(&lab), "the PDF rides in the header");
@@ -709,9 +636,11 @@ async fn a_final_report_with_an_inline_pdf_reaches_the_patient_once_and_a_correc
     .await;
     assert_eq!(s, 201, "{v}");
     assert!(diagnostics(&v).contains("sent as corrected"), "{v}");
-    assert!(sent_template(&app, &p, "lab_report_corrected")
-        .await
-        .is_some());
+    assert!(
+        sent_template(&app, &p, "lab_report_corrected", Duration::from_secs(15))
+            .await
+            .is_some()
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(templates_to(&app, &p, "lab_report_ready").len(), 1);
     assert_eq!(templates_to(&app, &p, "lab_report_corrected").len(), 1);
@@ -747,7 +676,7 @@ async fn cancel_round_trip(
     let reads = emr.requests("GET", "/fhir/Patient/p-wb");
     assert_eq!(reads.len(), 1);
     assert_eq!(reads[0].authorization.as_deref(), Some("Bearer emr-token"));
-    let reminder = sent_template(&app, &p, "visit_reminder")
+    let reminder = sent_template(&app, &p, "visit_reminder", Duration::from_secs(15))
         .await
         .unwrap_or_else(|| panic!("no reminder reached the sandbox"));
     let cancel = cancel_payload(&reminder).unwrap_or_else(|| panic!("no Cancel button"));
@@ -759,16 +688,22 @@ async fn cancel_round_trip(
         &cancel,
     );
     let e = emr.clone();
-    wait_until("the EMR's appointment to be cancelled", move || {
-        e.get("Appointment/wb-1")
-            .is_some_and(|(v, _)| v["status"] == "cancelled")
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(20), move || {
+            e.get("Appointment/wb-1")
+                .is_some_and(|(v, _)| v["status"] == "cancelled")
+        })
+        .await,
+        "timed out waiting for the EMR's appointment to be cancelled"
+    );
     let e = emr.clone();
-    wait_until("the Communication record", move || {
-        !e.requests("POST", "/fhir/Communication").is_empty()
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(20), move || {
+            !e.requests("POST", "/fhir/Communication").is_empty()
+        })
+        .await,
+        "timed out waiting for the Communication record"
+    );
     (app, emr)
 }
 
@@ -848,17 +783,24 @@ async fn subscription_notifications_in_all_three_styles() {
         diagnostics(&v).contains("ping processed: 1 resource(s) acted on"),
         "{v}"
     );
-    assert!(sent_template(&app, &p1, "appointment_confirmation")
-        .await
-        .is_some());
+    assert!(sent_template(
+        &app,
+        &p1,
+        "appointment_confirmation",
+        Duration::from_secs(15)
+    )
+    .await
+    .is_some());
     // R4 rest-hook with payload: PUT and DELETE of the resource.
     let mut cancelled = appointment("ping-1", &p1, 2 * DAY_MS);
     cancelled["status"] = json!("cancelled");
     let (s, v) = fhir(&app, Method::PUT, "/Appointment/ping-1", Some(&cancelled)).await;
     assert_eq!(s, 201, "{v}");
-    assert!(sent_template(&app, &p1, "appointment_cancelled")
-        .await
-        .is_some());
+    assert!(
+        sent_template(&app, &p1, "appointment_cancelled", Duration::from_secs(15))
+            .await
+            .is_some()
+    );
     let (s, v) = fhir(&app, Method::DELETE, "/Appointment/ping-1", None).await;
     assert_eq!(s, 200, "{v}");
     assert!(diagnostics(&v).contains("already cancelled"), "{v}");
@@ -908,7 +850,11 @@ async fn subscription_notifications_in_all_three_styles() {
     let (s, v) = fhir(&app, Method::POST, "", Some(&r4b)).await;
     assert_eq!(s, 200, "{v}");
     assert!(diagnostics(&v).contains("1 resource(s) acted on"), "{v}");
-    assert!(sent_template(&app, &p3, "lab_report_ready").await.is_some());
+    assert!(
+        sent_template(&app, &p3, "lab_report_ready", Duration::from_secs(15))
+            .await
+            .is_some()
+    );
 
     // R5: subscription-notification, full-resource; then handshake and heartbeat.
     let p4 = patient(614);
@@ -922,9 +868,14 @@ async fn subscription_notifications_in_all_three_styles() {
     ]});
     let (s, v) = fhir(&app, Method::POST, "", Some(&r5)).await;
     assert_eq!(s, 200, "{v}");
-    assert!(sent_template(&app, &p4, "appointment_confirmation")
-        .await
-        .is_some());
+    assert!(sent_template(
+        &app,
+        &p4,
+        "appointment_confirmation",
+        Duration::from_secs(15)
+    )
+    .await
+    .is_some());
     for file in [
         "r5-notification-handshake.json",
         "r5-notification-heartbeat.json",
@@ -1034,11 +985,16 @@ async fn transaction_batch_and_abdm_document_bundles() {
         (Some("Kiran Shah"), Some(p.as_str())),
         "{stored}"
     );
-    let c = sent_template(&app, &p, "appointment_confirmation")
-        .await
-        .unwrap_or_else(|| panic!("no confirmation"));
+    let c = sent_template(
+        &app,
+        &p,
+        "appointment_confirmation",
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap_or_else(|| panic!("no confirmation"));
     assert_eq!(body_texts(&c)[3], "Dr. Anil Mehta");
-    let rx = sent_template(&app, &p, "prescription_ready")
+    let rx = sent_template(&app, &p, "prescription_ready", Duration::from_secs(15))
         .await
         .unwrap_or_else(|| panic!("no prescription"));
     assert!(has_document_header(&rx));
@@ -1108,7 +1064,7 @@ async fn transaction_batch_and_abdm_document_bundles() {
         diagnostics(&v).contains("ABDM Prescription document delivered"),
         "{v}"
     );
-    let rx = sent_template(&app, &p4, "prescription_ready")
+    let rx = sent_template(&app, &p4, "prescription_ready", Duration::from_secs(15))
         .await
         .unwrap_or_else(|| panic!("no ABDM prescription"));
     assert_eq!(body_texts(&rx)[1], "Dr. Ananya Deshmukh");
@@ -1126,7 +1082,12 @@ async fn transaction_batch_and_abdm_document_bundles() {
         )
         .await;
         assert_eq!(s, 201, "{code}: {v}");
-        assert!(sent_template(&app, &p4, template).await.is_some(), "{code}");
+        assert!(
+            sent_template(&app, &p4, template, Duration::from_secs(15))
+                .await
+                .is_some(),
+            "{code}"
+        );
     }
     let (s, v) = fhir(
         &app,

@@ -297,12 +297,7 @@ async fn fuzz(app: &TestApp, target: &Target, seed: u64, n: usize) -> (Vec<Strin
                 match req.send().await {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
-                        let ct = resp
-                            .headers()
-                            .get("content-type")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
+                        let ct = content_type(&resp);
                         let body = resp.bytes().await.unwrap_or_default();
                         Ok((status, ct, body))
                     }

@@ -9,22 +9,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use bytes::BytesMut;
 use clinic_gateway::config::Settings;
 use clinic_gateway::domain::TenantId;
 use clinic_gateway::emr::hl7::{Hl7Link, Hl7Outbound};
 use common::*;
-use hl7_v2::mllp::MllpCodec;
-use hl7_v2::Message;
 use parking_lot::Mutex;
 use reqwest::Method;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::{Decoder, Encoder};
-use whatsapp_cloud::sandbox::SentRecord;
-use whatsapp_cloud::wire::{ButtonParameter, Component, Content, Parameter};
+use whatsapp_cloud::wire::{ButtonParameter, Component, Content};
 
-const DAY_MS: i64 = 24 * 3_600_000;
+/// How clinic A's EMR signs its messages (MSH-3 and MSH-4).
+const SUNRISE: &str = "EMR|SUNRISE";
 
 /// Clinic A linked as EMR/SUNRISE; the MLLP listener on a free port.
 fn options(
@@ -33,12 +29,8 @@ fn options(
 ) -> Options {
     Options {
         configure: Some(Arc::new(move |s: &mut Settings| {
-            s.mllp.enabled = true;
-            s.mllp.bind = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
-            s.mllp.workers = 1;
+            enable_mllp(s);
             s.clinics[0].emr.hl7 = Some(Hl7Link {
-                sending_application: "EMR".into(),
-                sending_facility: "SUNRISE".into(),
                 outbound: outbound.map(|port| Hl7Outbound {
                     host: "127.0.0.1".into(),
                     port,
@@ -48,137 +40,12 @@ fn options(
                     receiving_application: None,
                     receiving_facility: None,
                 }),
-                ..Hl7Link::default()
+                ..emr_link("SUNRISE")
             });
             tweak(s);
         })),
         ..Options::default()
     }
-}
-
-/// An MLLP client (the EMR's side).
-struct Mllp<S> {
-    io: S,
-    codec: MllpCodec,
-    buf: BytesMut,
-}
-
-impl Mllp<TcpStream> {
-    async fn connect(app: &TestApp) -> Self {
-        let port = app
-            .mllp_port
-            .unwrap_or_else(|| panic!("MLLP is not enabled"));
-        let io = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        Self::over(io)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Mllp<S> {
-    fn over(io: S) -> Self {
-        Self {
-            io,
-            codec: MllpCodec::new(1 << 20),
-            buf: BytesMut::new(),
-        }
-    }
-
-    async fn send_raw(&mut self, payload: &[u8]) {
-        let mut out = BytesMut::new();
-        self.codec
-            .encode(payload, &mut out)
-            .unwrap_or_else(|e| panic!("{e}"));
-        self.io
-            .write_all(&out)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    async fn read_frame(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(f) = self
-                .codec
-                .decode(&mut self.buf)
-                .unwrap_or_else(|e| panic!("{e}"))
-            {
-                return Some(f.to_vec());
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            match tokio::time::timeout(left, self.io.read_buf(&mut self.buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
-                Ok(Ok(_)) => {}
-            }
-        }
-    }
-
-    /// Sends one message and returns its ACK.
-    async fn call(&mut self, message: &str) -> Ack {
-        self.send_raw(message.as_bytes()).await;
-        let frame = self
-            .read_frame(Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|| panic!("no ACK"));
-        Ack(hl7_v2::parse(&frame).unwrap_or_else(|e| panic!("unreadable ACK: {e}")))
-    }
-}
-
-struct Ack(Message);
-
-impl Ack {
-    fn get(&self, path: &str) -> String {
-        self.0
-            .get(path)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_default()
-            .to_owned()
-    }
-    fn code(&self) -> String {
-        self.get("MSA-1")
-    }
-}
-
-impl std::fmt::Debug for Ack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0.encode().replace('\r', "\n"))
-    }
-}
-
-/// `YYYYMMDDHHMMSS` in Asia/Kolkata (no offset: the clinic's zone applies).
-fn local(ms_from_now: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::milliseconds(ms_from_now))
-        .with_timezone(&chrono_tz::Asia::Kolkata)
-        .format("%Y%m%d%H%M%S")
-        .to_string()
-}
-
-fn msh(kind: &str, control: &str) -> String {
-    format!(
-        "MSH|^~\\&|EMR|SUNRISE|CLINIC_GW|GW|{}||{kind}|{control}|P|2.5.1",
-        local(0)
-    )
-}
-
-fn pid(phone: &str) -> String {
-    // The mobile in the XTN.12 style many EMRs use, the name as Family^Given.
-    format!("PID|1||MRN-77^^^SUNRISE^MR||Sharma^Priya||19880412|F|||||^PRN^CP^^^^^^^^^{phone}||en")
-}
-
-fn siu(kind: &str, control: &str, appointment: &str, phone: &str, start_in_ms: i64) -> String {
-    [
-        msh(kind, control),
-        format!(
-            "SCH||{appointment}|||||^Checkup|FOLLOWUP|30|MIN|^^30^{}||||||||||||||Booked",
-            local(start_in_ms)
-        ),
-        pid(phone),
-        "RGS|1".to_owned(),
-        "AIP|1||D7^Rao^Meera^^^Dr".to_owned(),
-    ]
-    .iter()
-    .map(|s| format!("{s}\r"))
-    .collect()
 }
 
 fn oru(control: &str, order: &str, status: &str, phone: &str, pdf: &[u8]) -> String {
@@ -189,7 +56,7 @@ fn oru(control: &str, order: &str, status: &str, phone: &str, pdf: &[u8]) -> Str
     obr[3] = "CBC^Complete blood count^L".into();
     obr[24] = status.into();
     [
-        msh("ORU^R01^ORU_R01", control),
+        msh(SUNRISE, "ORU^R01^ORU_R01", control),
         pid(phone),
         format!("OBR|{}", obr.join("|")),
         format!("OBX|1|ED|PDF^Report^L||^AP^PDF^Base64^{b64}||||||{status}"),
@@ -197,67 +64,6 @@ fn oru(control: &str, order: &str, status: &str, phone: &str, pdf: &[u8]) -> Str
     .iter()
     .map(|s| format!("{s}\r"))
     .collect()
-}
-
-async fn sent_template(
-    app: &TestApp,
-    to: &str,
-    name: &str,
-    timeout: Duration,
-) -> Option<SentRecord> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if let Some(r) = templates(app, to, name).into_iter().next() {
-            return Some(r);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
-fn templates(app: &TestApp, to: &str, name: &str) -> Vec<SentRecord> {
-    app.sim
-        .sent()
-        .into_iter()
-        .filter(|r| {
-            r.to == to.trim_start_matches('+')
-                && matches!(&r.message.content, Content::Template { template } if template.name == name)
-        })
-        .collect()
-}
-
-fn header_document(r: &SentRecord) -> Option<String> {
-    let Content::Template { template } = &r.message.content else {
-        return None;
-    };
-    template.components.iter().find_map(|c| match c {
-        Component::Header { parameters } => parameters.iter().find_map(|p| match p {
-            Parameter::Document { document } => document.id.clone(),
-            _ => None,
-        }),
-        _ => None,
-    })
-}
-
-/// Approves library templates beyond the appointment ones in clinic A's WABA and has the
-/// gateway read its catalog again.
-async fn seed_templates(app: &TestApp, names: &[&str]) {
-    let library = clinic_gateway::template_library::TemplateLibrary::load(
-        &clinic_gateway::config::TemplatesSettings::default().resolved_dir(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    for def in library
-        .templates()
-        .iter()
-        .filter(|t| names.contains(&t.name.as_str()))
-    {
-        app.sim
-            .add_template_def(WABA_A, def, whatsapp_cloud::wire::TemplateStatus::Approved);
-    }
-    let (s, v) = app
-        .call(Method::POST, "/v1/templates/sync", KEY_A, None)
-        .await;
-    assert_eq!(s, 200, "{v}");
 }
 
 fn tenant() -> TenantId {
@@ -273,12 +79,6 @@ async fn appointment_id(app: &TestApp, external: &str) -> String {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("no appointment {external}");
-}
-
-async fn appointment(app: &TestApp, id: &str) -> serde_json::Value {
-    app.call(Method::GET, &format!("/v1/appointments/{id}"), KEY_A, None)
-        .await
-        .1
 }
 
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -299,7 +99,14 @@ async fn siu_s12_is_acknowledged_after_booking_and_the_patient_is_confirmed() {
     let p = patient(501);
     let mut emr = Mllp::connect(&app).await;
     let ack = emr
-        .call(&siu("SIU^S12^SIU_S12", "C-1", "APT-1", &p, 3 * DAY_MS))
+        .call(&siu(
+            SUNRISE,
+            "SIU^S12^SIU_S12",
+            "C-1",
+            "APT-1",
+            &p,
+            3 * DAY_MS,
+        ))
         .await;
     assert_eq!(ack.code(), "AA", "{ack:?}");
     assert_eq!(ack.get("MSA-2"), "C-1");
@@ -316,7 +123,7 @@ async fn siu_s12_is_acknowledged_after_booking_and_the_patient_is_confirmed() {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("AA before the appointment was stored"));
-    let a = appointment(&app, id.as_str()).await;
+    let a = app.appointment(id.as_str()).await;
     assert_eq!(
         (a["status"].as_str(), a["doctor"].as_str()),
         (Some("booked"), Some("Dr Meera Rao")),
@@ -350,7 +157,7 @@ async fn siu_s12_is_acknowledged_after_booking_and_the_patient_is_confirmed() {
 async fn duplicates_are_acknowledged_without_a_second_message() {
     let app = spawn_app("hl7_dupes", options(None, |_| {})).await;
     let p = patient(502);
-    let msg = siu("SIU^S12", "C-7", "APT-7", &p, 3 * DAY_MS);
+    let msg = siu(SUNRISE, "SIU^S12", "C-7", "APT-7", &p, 3 * DAY_MS);
     let mut emr = Mllp::connect(&app).await;
     assert_eq!(emr.call(&msg).await.code(), "AA");
     // The same MSH-10 again, on the same connection and on another one (the EMR timed out).
@@ -364,7 +171,7 @@ async fn duplicates_are_acknowledged_without_a_second_message() {
     // A new control id for the same appointment is the same booking too.
     assert_eq!(
         second
-            .call(&siu("SIU^S12", "C-8", "APT-7", &p, 3 * DAY_MS))
+            .call(&siu(SUNRISE, "SIU^S12", "C-8", "APT-7", &p, 3 * DAY_MS))
             .await
             .code(),
         "AA"
@@ -379,7 +186,7 @@ async fn duplicates_are_acknowledged_without_a_second_message() {
     .is_some());
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        templates(&app, &p, "appointment_confirmation").len(),
+        templates_to(&app, &p, "appointment_confirmation").len(),
         1,
         "sent twice"
     );
@@ -441,8 +248,8 @@ async fn an_oru_with_a_2_mb_pdf_reaches_the_patient_as_a_lab_report() {
             .is_some()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(templates(&app, &p, "lab_report_ready").len(), 1);
-    assert_eq!(templates(&app, &p, "lab_report_corrected").len(), 1);
+    assert_eq!(templates_to(&app, &p, "lab_report_ready").len(), 1);
+    assert_eq!(templates_to(&app, &p, "lab_report_corrected").len(), 1);
 }
 
 #[actix_rt::test]
@@ -452,9 +259,16 @@ async fn s13_moves_and_s15_cancels_dropping_the_reminders() {
     let mut emr = Mllp::connect(&app).await;
     // The 24 h reminder of this appointment would fall due four seconds from now.
     assert_eq!(
-        emr.call(&siu("SIU^S12", "C-1", "APT-15", &p, DAY_MS + 4_000))
-            .await
-            .code(),
+        emr.call(&siu(
+            SUNRISE,
+            "SIU^S12",
+            "C-1",
+            "APT-15",
+            &p,
+            DAY_MS + 4_000
+        ))
+        .await
+        .code(),
         "AA"
     );
     let id = appointment_id(&app, "APT-15").await;
@@ -468,9 +282,16 @@ async fn s13_moves_and_s15_cancels_dropping_the_reminders() {
     .is_some());
     // Moved by a day: the patient hears of it, the reminder moves with it.
     assert_eq!(
-        emr.call(&siu("SIU^S13", "C-2", "APT-15", &p, 2 * DAY_MS + 4_000))
-            .await
-            .code(),
+        emr.call(&siu(
+            SUNRISE,
+            "SIU^S13",
+            "C-2",
+            "APT-15",
+            &p,
+            2 * DAY_MS + 4_000
+        ))
+        .await
+        .code(),
         "AA"
     );
     assert!(
@@ -478,15 +299,15 @@ async fn s13_moves_and_s15_cancels_dropping_the_reminders() {
             .await
             .is_some()
     );
-    assert_eq!(appointment(&app, &id).await["version"], 2);
+    assert_eq!(app.appointment(&id).await["version"], 2);
     // Cancelled by the clinic.
     let cancel = format!(
         "{}\rSCH||APT-15|||||PATIENT^Clinic cancelled\r",
-        msh("SIU^S15^SIU_S12", "C-3")
+        msh(SUNRISE, "SIU^S15^SIU_S12", "C-3")
     );
     let ack = emr.call(&cancel).await;
     assert_eq!(ack.code(), "AA", "{ack:?}");
-    let a = appointment(&app, &id).await;
+    let a = app.appointment(&id).await;
     assert_eq!(a["status"], "cancelled", "{a}");
     assert!(
         sent_template(&app, &p, "appointment_cancelled", Duration::from_secs(10))
@@ -496,17 +317,17 @@ async fn s13_moves_and_s15_cancels_dropping_the_reminders() {
     // The old reminder time passes: nothing is sent.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(
-        templates(&app, &p, "visit_reminder").is_empty(),
+        templates_to(&app, &p, "visit_reminder").is_empty(),
         "a reminder of a cancelled appointment was sent"
     );
     // The EMR cancels again (S15 re-sent with a new id): nothing more.
-    let again = format!("{}\rSCH||APT-15\r", msh("SIU^S15", "C-4"));
+    let again = format!("{}\rSCH||APT-15\r", msh(SUNRISE, "SIU^S15", "C-4"));
     assert_eq!(emr.call(&again).await.code(), "AA");
     // A cancellation of an appointment the gateway never saw is accepted and ignored.
-    let unknown = format!("{}\rSCH||APT-NEVER\r", msh("SIU^S15", "C-5"));
+    let unknown = format!("{}\rSCH||APT-NEVER\r", msh(SUNRISE, "SIU^S15", "C-5"));
     assert_eq!(emr.call(&unknown).await.code(), "AA");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(templates(&app, &p, "appointment_cancelled").len(), 1);
+    assert_eq!(templates_to(&app, &p, "appointment_cancelled").len(), 1);
 }
 
 /// The EMR's MLLP receiver: records each message and answers with the next code of `script`
@@ -570,9 +391,16 @@ async fn a_patient_cancel_tap_reaches_the_emr_as_siu_s15_retried_until_acknowled
     let p = patient(505);
     let mut emr = Mllp::connect(&app).await;
     assert_eq!(
-        emr.call(&siu("SIU^S12", "C-1", "APT-WB", &p, DAY_MS + 3_000))
-            .await
-            .code(),
+        emr.call(&siu(
+            SUNRISE,
+            "SIU^S12",
+            "C-1",
+            "APT-WB",
+            &p,
+            DAY_MS + 3_000
+        ))
+        .await
+        .code(),
         "AA"
     );
     let id = appointment_id(&app, "APT-WB").await;
@@ -628,7 +456,7 @@ async fn a_patient_cancel_tap_reaches_the_emr_as_siu_s15_retried_until_acknowled
         retry.get("MSH-10").ok().flatten(),
         msg.get("MSH-10").ok().flatten()
     );
-    assert_eq!(appointment(&app, &id).await["status"], "cancelled");
+    assert_eq!(app.appointment(&id).await["status"], "cancelled");
     let start = Instant::now();
     let mut ok = 0.0;
     while ok < 1.0 && start.elapsed() < Duration::from_secs(5) {
@@ -670,7 +498,8 @@ async fn malformed_unsupported_and_unusable_messages_are_answered_with_what_is_w
     assert!(ack.get("ERR-8").contains("MSH"), "{ack:?}");
 
     // A start time that is not a timestamp: rejected, pointing at SCH-11.4.
-    let bad_time = siu("SIU^S12", "E-2", "APT-E2", &p, DAY_MS).replace(&local(DAY_MS), "tomorrow");
+    let bad_time =
+        siu(SUNRISE, "SIU^S12", "E-2", "APT-E2", &p, DAY_MS).replace(&local(DAY_MS), "tomorrow");
     let ack = emr.call(&bad_time).await;
     assert_eq!(
         (ack.code(), ack.get("MSA-2")),
@@ -687,7 +516,7 @@ async fn malformed_unsupported_and_unusable_messages_are_answered_with_what_is_w
 
     // A message type the gateway does not take.
     let ack = emr
-        .call(&format!("{}\rORC|NW|1\r", msh("ORM^O01", "E-3")))
+        .call(&format!("{}\rORC|NW|1\r", msh(SUNRISE, "ORM^O01", "E-3")))
         .await;
     assert_eq!(
         (ack.code(), ack.get("ERR-3")),
@@ -698,7 +527,11 @@ async fn malformed_unsupported_and_unusable_messages_are_answered_with_what_is_w
 
     // A SIU without SCH.
     let ack = emr
-        .call(&format!("{}\r{}\r", msh("SIU^S12", "E-4"), pid(&p)))
+        .call(&format!(
+            "{}\r{}\r",
+            msh(SUNRISE, "SIU^S12", "E-4"),
+            pid(&p)
+        ))
         .await;
     assert_eq!(
         (ack.code(), ack.get("ERR-3")),
@@ -708,8 +541,8 @@ async fn malformed_unsupported_and_unusable_messages_are_answered_with_what_is_w
     assert!(ack.get("ERR-8").contains("SCH"), "{ack:?}");
 
     // Valid, but the patient has no phone: AE naming PID-13, nothing sent.
-    let no_phone =
-        siu("SIU^S12", "E-5", "APT-E5", &p, DAY_MS).replace(&format!("^PRN^CP^^^^^^^^^{p}"), "");
+    let no_phone = siu(SUNRISE, "SIU^S12", "E-5", "APT-E5", &p, DAY_MS)
+        .replace(&format!("^PRN^CP^^^^^^^^^{p}"), "");
     let ack = emr.call(&no_phone).await;
     assert_eq!(
         (ack.code(), ack.get("ERR-3")),
@@ -731,13 +564,13 @@ async fn malformed_unsupported_and_unusable_messages_are_answered_with_what_is_w
 
     // The connection is still good for a valid message.
     assert_eq!(
-        emr.call(&siu("SIU^S12", "E-7", "APT-E7", &p, DAY_MS * 2))
+        emr.call(&siu(SUNRISE, "SIU^S12", "E-7", "APT-E7", &p, DAY_MS * 2))
             .await
             .code(),
         "AA"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(templates(&app, &p, "appointment_confirmation").len(), 1);
+    assert_eq!(templates_to(&app, &p, "appointment_confirmation").len(), 1);
     let m = app.metrics_text().await;
     // CR is counted with AR.
     assert_eq!(
@@ -752,8 +585,8 @@ async fn an_unknown_sender_gets_ar_and_nothing_is_sent() {
     let app = spawn_app("hl7_unknown", options(None, |_| {})).await;
     let p = patient(507);
     let mut emr = Mllp::connect(&app).await;
-    let other =
-        siu("SIU^S12", "U-1", "APT-U1", &p, DAY_MS).replace("|EMR|SUNRISE|", "|LIS|ELSEWHERE|");
+    let other = siu(SUNRISE, "SIU^S12", "U-1", "APT-U1", &p, DAY_MS)
+        .replace("|EMR|SUNRISE|", "|LIS|ELSEWHERE|");
     let ack = emr.call(&other).await;
     assert_eq!(
         (ack.code(), ack.get("MSA-2"), ack.get("ERR-3")),
@@ -765,8 +598,8 @@ async fn an_unknown_sender_gets_ar_and_nothing_is_sent() {
         "{ack:?}"
     );
     // The right application from another facility is not clinic A either.
-    let wrong_facility =
-        siu("SIU^S12", "U-2", "APT-U2", &p, DAY_MS).replace("|EMR|SUNRISE|", "|EMR|ELSEWHERE|");
+    let wrong_facility = siu(SUNRISE, "SIU^S12", "U-2", "APT-U2", &p, DAY_MS)
+        .replace("|EMR|SUNRISE|", "|EMR|ELSEWHERE|");
     assert_eq!(emr.call(&wrong_facility).await.code(), "AR");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(app
@@ -797,7 +630,7 @@ async fn connections_are_limited_and_idle_slow_and_oversized_ones_are_handled() 
     let mut b = Mllp::connect(&app).await;
     // A third connection is accepted and closed at once.
     let mut c = Mllp::connect(&app).await;
-    c.send_raw(siu("SIU^S12", "L-0", "APT-L0", &p, DAY_MS).as_bytes())
+    c.send_raw(siu(SUNRISE, "SIU^S12", "L-0", "APT-L0", &p, DAY_MS).as_bytes())
         .await;
     assert!(
         c.read_frame(Duration::from_secs(2)).await.is_none(),
@@ -805,7 +638,11 @@ async fn connections_are_limited_and_idle_slow_and_oversized_ones_are_handled() 
     );
 
     // An oversized frame: AR, and the connection carries on.
-    let big = format!("{}\rNTE|1||{}\r", msh("SIU^S12", "L-1"), "x".repeat(8192));
+    let big = format!(
+        "{}\rNTE|1||{}\r",
+        msh(SUNRISE, "SIU^S12", "L-1"),
+        "x".repeat(8192)
+    );
     a.send_raw(big.as_bytes()).await;
     let ack = Ack(hl7_v2::parse(
         &a.read_frame(Duration::from_secs(5))
@@ -816,7 +653,7 @@ async fn connections_are_limited_and_idle_slow_and_oversized_ones_are_handled() 
     assert_eq!(ack.code(), "AR");
     assert!(ack.get("ERR-8").contains("4096"), "{ack:?}");
     assert_eq!(
-        a.call(&siu("SIU^S12", "L-2", "APT-L2", &p, DAY_MS))
+        a.call(&siu(SUNRISE, "SIU^S12", "L-2", "APT-L2", &p, DAY_MS))
             .await
             .code(),
         "AA"
@@ -846,7 +683,7 @@ async fn connections_are_limited_and_idle_slow_and_oversized_ones_are_handled() 
     // Slots were given back: new connections are served.
     let mut d = Mllp::connect(&app).await;
     assert_eq!(
-        d.call(&siu("SIU^S12", "L-3", "APT-L3", &p, DAY_MS))
+        d.call(&siu(SUNRISE, "SIU^S12", "L-3", "APT-L3", &p, DAY_MS))
             .await
             .code(),
         "AA"
@@ -985,7 +822,7 @@ async fn mllp_over_tls() {
     let mut emr = Mllp::over(tls);
     let p = patient(509);
     assert_eq!(
-        emr.call(&siu("SIU^S12", "T-1", "APT-T1", &p, DAY_MS * 2))
+        emr.call(&siu(SUNRISE, "SIU^S12", "T-1", "APT-T1", &p, DAY_MS * 2))
             .await
             .code(),
         "AA"
@@ -1001,16 +838,20 @@ async fn mllp_over_tls() {
     // Plain MLLP on the TLS port gets nothing.
     let mut plain = Mllp::connect(&app).await;
     plain
-        .send_raw(siu("SIU^S12", "T-2", "APT-T2", &p, DAY_MS * 2).as_bytes())
+        .send_raw(siu(SUNRISE, "SIU^S12", "T-2", "APT-T2", &p, DAY_MS * 2).as_bytes())
         .await;
     assert!(plain.read_frame(Duration::from_secs(2)).await.is_none());
 }
 
 fn adt(kind: &str, control: &str, pid: &str) -> String {
-    [msh(kind, control), "EVN|A04".to_owned(), pid.to_owned()]
-        .iter()
-        .map(|s| format!("{s}\r"))
-        .collect()
+    [
+        msh(SUNRISE, kind, control),
+        "EVN|A04".to_owned(),
+        pid.to_owned(),
+    ]
+    .iter()
+    .map(|s| format!("{s}\r"))
+    .collect()
 }
 
 #[actix_rt::test]
@@ -1108,7 +949,7 @@ async fn adt_a04_then_a08_keep_one_directory_record_per_patient() {
     // A discharge (A03) moves the known patient's last visit to the visit's end.
     let end = local(-3_600_000);
     let a03: String = [
-        msh("ADT^A03^ADT_A03", "R-4"),
+        msh(SUNRISE, "ADT^A03^ADT_A03", "R-4"),
         "EVN|A03".to_owned(),
         update.clone(),
         {

@@ -29,21 +29,7 @@ async fn send(
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
-    if status >= 400 {
-        assert_eq!(
-            ct, "application/problem+json",
-            "errors are problem+json: {v}"
-        );
-    }
-    (status, v)
+    api_answer(resp).await
 }
 
 async fn put_patient(app: &TestApp, key: &str, id: &str, body: Value) -> (u16, Value) {

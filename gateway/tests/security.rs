@@ -11,30 +11,17 @@ use std::io::Write;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use bytes::BytesMut;
 use clinic_gateway::config::Settings;
 use clinic_gateway::domain::TenantId;
 use clinic_gateway::emr::hl7::Hl7Link;
 use common::*;
-use hl7_v2::mllp::MllpCodec;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::{Decoder, Encoder};
 use whatsapp_cloud::signature::sign;
 
-const DAY_MS: i64 = 24 * 3_600_000;
 const STATS: &str = "/v1/stats/appointments?from=2020-01-01T00:00:00Z&to=2040-01-01T00:00:00Z";
-
-fn at(ms_from_now: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::milliseconds(ms_from_now)).to_rfc3339()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 /// A well-formed id that was never issued: the last character of a real one, changed.
 fn sibling(id: &str) -> String {
@@ -66,12 +53,7 @@ async fn call_ct(
     }
     let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
     let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let ct = content_type(&resp);
     (status, ct, resp.json().await.unwrap_or(Value::Null))
 }
 
@@ -83,20 +65,6 @@ async fn assert_not_found(app: &TestApp, method: Method, path: &str, body: Optio
         (404, "application/problem+json", Some("/problems/not-found")),
         "clinic B on {path}: {v}"
     );
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 // ------------------------------------------------------------------ the route table
@@ -292,7 +260,7 @@ async fn clinic_b_cannot_reach_clinic_a() {
         )
         .await;
     assert_eq!(s, 201, "{visit}");
-    let a_inbox = wait_until(Duration::from_secs(10), || async {
+    let a_inbox = eventually_async(Duration::from_secs(10), || async {
         let (_, inbox) = app.call(Method::GET, "/v1/inbox", KEY_A, None).await;
         inbox["messages"].as_array().is_some_and(|m| !m.is_empty())
     })
@@ -618,7 +586,7 @@ async fn sandbox_clinics_see_only_their_own() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(sent, "clinic_s1's window opened");
-    let s1_sees = wait_until(Duration::from_secs(10), || async {
+    let s1_sees = eventually_async(Duration::from_secs(10), || async {
         let (_, v) = app
             .call(Method::GET, "/v1/sandbox/sent", &keys[0], None)
             .await;
@@ -1202,91 +1170,13 @@ async fn fhir_requests_from_clinic_b_never_touch_clinic_a() {
 
 // ------------------------------------------------------------------ MLLP
 
-fn local(ms_from_now: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::milliseconds(ms_from_now))
-        .with_timezone(&chrono_tz::Asia::Kolkata)
-        .format("%Y%m%d%H%M%S")
-        .to_string()
-}
-
-fn siu(
-    sender: &str,
-    kind: &str,
-    control: &str,
-    appointment: &str,
-    phone: &str,
-    start_in_ms: i64,
-) -> String {
-    [
-        format!(
-            "MSH|^~\\&|{sender}|CLINIC_GW|GW|{}||{kind}|{control}|P|2.5.1",
-            local(0)
-        ),
-        format!(
-            "SCH||{appointment}|||||^Checkup|FOLLOWUP|30|MIN|^^30^{}||||||||||||||Booked",
-            local(start_in_ms)
-        ),
-        format!(
-            "PID|1||MRN-77^^^SUNRISE^MR||Sharma^Priya||19880412|F|||||^PRN^CP^^^^^^^^^{phone}||en"
-        ),
-        "RGS|1".to_owned(),
-        "AIP|1||D7^Rao^Meera^^^Dr".to_owned(),
-    ]
-    .iter()
-    .map(|s| format!("{s}\r"))
-    .collect()
-}
-
-/// Sends one MLLP frame and returns MSA-1 of the ACK.
-async fn mllp_call(port: u16, message: &str) -> String {
-    let mut io = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut codec = MllpCodec::new(1 << 20);
-    let mut out = BytesMut::new();
-    codec
-        .encode(message.as_bytes(), &mut out)
-        .unwrap_or_else(|e| panic!("{e}"));
-    io.write_all(&out).await.unwrap_or_else(|e| panic!("{e}"));
-    let mut buf = BytesMut::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(frame)) = codec.decode(&mut buf) {
-            let ack = hl7_v2::parse(&frame).unwrap_or_else(|e| panic!("{e}"));
-            return ack
-                .get("MSA-1")
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-                .to_owned();
-        }
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .unwrap_or_else(|| panic!("no ACK"));
-        match tokio::time::timeout(left, io.read_buf(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => panic!("no ACK"),
-        }
-    }
-}
-
 #[actix_rt::test]
 async fn mllp_senders_reach_only_their_own_clinic() {
     let opts = Options {
         configure: Some(Arc::new(|s: &mut Settings| {
-            s.mllp.enabled = true;
-            s.mllp.bind = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
-            s.mllp.workers = 1;
-            s.clinics[0].emr.hl7 = Some(Hl7Link {
-                sending_application: "EMR".into(),
-                sending_facility: "SUNRISE".into(),
-                ..Hl7Link::default()
-            });
-            s.clinics[1].emr.hl7 = Some(Hl7Link {
-                sending_application: "EMR".into(),
-                sending_facility: "MOONRISE".into(),
-                ..Hl7Link::default()
-            });
+            enable_mllp(s);
+            s.clinics[0].emr.hl7 = Some(emr_link("SUNRISE"));
+            s.clinics[1].emr.hl7 = Some(emr_link("MOONRISE"));
         })),
         ..Options::default()
     };
@@ -1364,14 +1254,10 @@ async fn mllp_senders_reach_only_their_own_clinic() {
 async fn mllp_senders_outside_their_allowed_sources_are_refused() {
     let opts = Options {
         configure: Some(Arc::new(|s: &mut Settings| {
-            s.mllp.enabled = true;
-            s.mllp.bind = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
-            s.mllp.workers = 1;
+            enable_mllp(s);
             s.clinics[0].emr.hl7 = Some(Hl7Link {
-                sending_application: "EMR".into(),
-                sending_facility: "SUNRISE".into(),
                 allowed_sources: vec!["10.20.0.0/16".into()],
-                ..Hl7Link::default()
+                ..emr_link("SUNRISE")
             });
         })),
         ..Options::default()
@@ -1461,14 +1347,8 @@ async fn logs_carry_no_secrets_phone_numbers_or_documents() {
         Options {
             full_library: true,
             configure: Some(Arc::new(|s: &mut Settings| {
-                s.mllp.enabled = true;
-                s.mllp.bind = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
-                s.mllp.workers = 1;
-                s.clinics[0].emr.hl7 = Some(Hl7Link {
-                    sending_application: "EMR".into(),
-                    sending_facility: "SUNRISE".into(),
-                    ..Hl7Link::default()
-                });
+                enable_mllp(s);
+                s.clinics[0].emr.hl7 = Some(emr_link("SUNRISE"));
             })),
             ..Options::default()
         },
@@ -1562,11 +1442,8 @@ async fn logs_carry_no_secrets_phone_numbers_or_documents() {
     assert_ne!(code, "AA");
     let not_pdf = b64(b"CONFIDENTIAL-LAB-RESULT but not a PDF at all");
     let oru = [
-        format!(
-            "MSH|^~\\&|EMR|SUNRISE|CLINIC_GW|GW|{}||ORU^R01^ORU_R01|L-3|P|2.5.1",
-            local(0)
-        ),
-        format!("PID|1||MRN-77^^^SUNRISE^MR||Sharma^Priya||19880412|F|||||^PRN^CP^^^^^^^^^{p}||en"),
+        msh("EMR|SUNRISE", "ORU^R01^ORU_R01", "L-3"),
+        pid(&p),
         "OBR|1||ORD-1|CBC^Complete blood count^L|||||||||||||||||||||F".to_owned(),
         format!("OBX|1|ED|PDF^Report^L||^AP^PDF^Base64^{not_pdf}||||||F"),
     ]
@@ -1597,7 +1474,7 @@ async fn logs_carry_no_secrets_phone_numbers_or_documents() {
     )
     .await;
     assert!((400..500).contains(&s), "{s} {v}");
-    let _ = wait_until(Duration::from_secs(10), || async {
+    let _ = eventually_async(Duration::from_secs(10), || async {
         !captured.lock().is_empty()
     })
     .await;

@@ -6,140 +6,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
-use whatsapp_cloud::sandbox::SentRecord;
-use whatsapp_cloud::wire::{ButtonParameter, Component, Content, InteractiveKind, Parameter};
-
-const DAY_MS: i64 = 24 * 3_600_000;
-
-fn at(ms_from_now: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::milliseconds(ms_from_now)).to_rfc3339()
-}
-
-fn digits(p: &str) -> &str {
-    p.trim_start_matches('+')
-}
-
-fn template_name(r: &SentRecord) -> Option<&str> {
-    match &r.message.content {
-        Content::Template { template } => Some(template.name.as_str()),
-        _ => None,
-    }
-}
-
-/// Waits for a message to `to` that `pred` accepts.
-async fn sent_where(
-    app: &TestApp,
-    to: &str,
-    timeout: Duration,
-    pred: impl Fn(&SentRecord) -> bool,
-) -> Option<SentRecord> {
-    let start = Instant::now();
-    loop {
-        let found = app
-            .sim
-            .sent()
-            .into_iter()
-            .find(|r| r.to == digits(to) && pred(r));
-        if found.is_some() || start.elapsed() > timeout {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn sent_template(app: &TestApp, to: &str, name: &str) -> Option<SentRecord> {
-    sent_where(app, to, Duration::from_secs(10), |r| {
-        template_name(r) == Some(name)
-    })
-    .await
-}
-
-fn count_templates(app: &TestApp, to: &str, name: &str) -> usize {
-    app.sim
-        .sent()
-        .iter()
-        .filter(|r| r.to == digits(to) && template_name(r) == Some(name))
-        .count()
-}
-
-fn body_texts(r: &SentRecord) -> Vec<String> {
-    match &r.message.content {
-        Content::Template { template } => template
-            .components
-            .iter()
-            .filter_map(|c| match c {
-                Component::Body { parameters } => Some(parameters.iter().filter_map(|p| match p {
-                    Parameter::Text { text, .. } => Some(text.clone()),
-                    _ => None,
-                })),
-                _ => None,
-            })
-            .flatten()
-            .collect(),
-        _ => vec![],
-    }
-}
-
-fn header_document(r: &SentRecord) -> Option<String> {
-    match &r.message.content {
-        Content::Template { template } => template.components.iter().find_map(|c| match c {
-            Component::Header { parameters } => parameters.iter().find_map(|p| match p {
-                Parameter::Document { document } => document.id.clone(),
-                _ => None,
-            }),
-            _ => None,
-        }),
-        _ => None,
-    }
-}
-
-fn payloads(r: &SentRecord) -> Vec<String> {
-    match &r.message.content {
-        Content::Template { template } => template
-            .components
-            .iter()
-            .filter_map(|c| match c {
-                Component::Button { parameters, .. } => parameters.iter().find_map(|p| match p {
-                    ButtonParameter::Payload { payload } => Some(payload.clone()),
-                    _ => None,
-                }),
-                _ => None,
-            })
-            .collect(),
-        Content::Interactive { interactive } => match &interactive.kind {
-            InteractiveKind::Button { action } => {
-                action.buttons.iter().map(|b| b.reply.id.clone()).collect()
-            }
-            InteractiveKind::List { action } => action
-                .sections
-                .iter()
-                .flat_map(|s| s.rows.iter().map(|r| r.id.clone()))
-                .collect(),
-        },
-        _ => vec![],
-    }
-}
+use whatsapp_cloud::wire::Content;
 
 fn text_to(app: &TestApp, to: &str, needle: &str) -> bool {
     app.sim.sent().iter().any(|r| {
         r.to == digits(to)
             && matches!(&r.message.content, Content::Text { text } if text.body.contains(needle))
     })
-}
-
-async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    check()
 }
 
 async fn configure(app: &TestApp, patch: Value) {
@@ -168,10 +44,6 @@ fn events(captured: &Captured, kind: &str) -> Vec<Value> {
 async fn post_lab_report(app: &TestApp, body: &Value) -> (u16, Value) {
     app.call(Method::POST, "/v1/lab-reports", KEY_A, Some(body.clone()))
         .await
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[actix_rt::test]
@@ -210,7 +82,7 @@ async fn prescriptions_and_lab_reports_arrive_as_documents_once_and_corrections_
     let status = resp.status().as_u16();
     let doc: Value = resp.json().await.unwrap_or(Value::Null);
     assert_eq!(status, 201, "{doc}");
-    let rx = sent_template(&app, &p, "prescription_ready")
+    let rx = sent_template(&app, &p, "prescription_ready", Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("no prescription reached Meta"));
     let Content::Template { template } = &rx.message.content else {
@@ -241,7 +113,7 @@ async fn prescriptions_and_lab_reports_arrive_as_documents_once_and_corrections_
     let started = Instant::now();
     let (s, first) = post_lab_report(&app, &body).await;
     assert_eq!(s, 201, "{first}");
-    let lab = sent_template(&app, &p, "lab_report_ready")
+    let lab = sent_template(&app, &p, "lab_report_ready", Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("no lab report reached Meta"));
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -258,13 +130,13 @@ async fn prescriptions_and_lab_reports_arrive_as_documents_once_and_corrections_
     )
     .await;
     assert_eq!((s, fixed["revision"].as_u64()), (201, Some(2)), "{fixed}");
-    let c = sent_template(&app, &p, "lab_report_corrected")
+    let c = sent_template(&app, &p, "lab_report_corrected", Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("no corrected report"));
     assert_ne!(header_document(&c), header_document(&lab));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count_templates(&app, &p, "lab_report_ready"), 1);
-    assert_eq!(count_templates(&app, &p, "lab_report_corrected"), 1);
+    assert_eq!(templates_to(&app, &p, "lab_report_ready").len(), 1);
+    assert_eq!(templates_to(&app, &p, "lab_report_corrected").len(), 1);
 
     // Not a PDF, a truncated one, a missing file: 422 naming the field.
     for (bytes, why) in [
@@ -348,13 +220,13 @@ async fn a_visit_brings_a_follow_up_and_a_feedback_request_whose_rating_and_comm
     assert_eq!(s, 201, "{visit}");
     let vid = visit["id"].as_str().unwrap_or_default().to_owned();
     // Feedback first (delay 0), then the follow-up two seconds later.
-    let feedback = sent_template(&app, &p, "feedback_request")
+    let feedback = sent_template(&app, &p, "feedback_request", Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("no feedback request"));
     let taps = payloads(&feedback);
     assert_eq!(taps.len(), 5, "{taps:?}");
     assert!(taps[0].ends_with(":5") && taps[4].ends_with(":1"));
-    let follow = sent_template(&app, &p, "visit_follow_up")
+    let follow = sent_template(&app, &p, "visit_follow_up", Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("no follow-up"));
     assert_eq!(body_texts(&follow), vec!["Kiran", "Dr. Shah", "clinic_a"]);
@@ -464,7 +336,7 @@ async fn stop_silences_reminders_and_follow_ups_but_not_reports_until_start() {
     assert!(report.is_some(), "reports still reach an opted-out patient");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        count_templates(&app, &p, "visit_follow_up"),
+        templates_to(&app, &p, "visit_follow_up").len(),
         0,
         "follow-up sent after STOP"
     );
@@ -581,7 +453,7 @@ async fn an_ambiguous_reply_gets_the_question_again_as_buttons_inside_the_window
         .await;
     assert_eq!(s, 201, "{a}");
     let id = a["id"].as_str().unwrap_or_default().to_owned();
-    let reminder = sent_template(&app, &p, "visit_reminder")
+    let reminder = sent_template(&app, &p, "visit_reminder", Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("no reminder"));
     assert_eq!(payloads(&reminder).len(), 3);
@@ -664,9 +536,14 @@ async fn quiet_hours_hold_reminders_and_cancelling_removes_them() {
     assert_eq!(s, 201, "{a}");
     let id = a["id"].as_str().unwrap_or_default().to_owned();
     assert!(
-        sent_template(&app, &p, "appointment_confirmation")
-            .await
-            .is_some(),
+        sent_template(
+            &app,
+            &p,
+            "appointment_confirmation",
+            Duration::from_secs(10)
+        )
+        .await
+        .is_some(),
         "a booking confirmation is not held"
     );
     assert_eq!(
@@ -676,7 +553,7 @@ async fn quiet_hours_hold_reminders_and_cancelling_removes_them() {
     );
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
-        count_templates(&app, &p, "visit_reminder"),
+        templates_to(&app, &p, "visit_reminder").len(),
         0,
         "sent in quiet hours"
     );
@@ -734,7 +611,7 @@ async fn the_no_show_view_and_stats_follow_replies_and_attendance() {
     let mut reminders = Vec::new();
     for (p, _) in &ids {
         reminders.push(
-            sent_template(&app, p, "visit_reminder")
+            sent_template(&app, p, "visit_reminder", Duration::from_secs(10))
                 .await
                 .unwrap_or_else(|| panic!("reminder")),
         );
@@ -828,10 +705,6 @@ async fn the_no_show_view_and_stats_follow_replies_and_attendance() {
     assert_eq!(st["by_reminder_outcome"]["ignored"]["no_show_rate"], 0.5);
 }
 
-fn urlencode(s: &str) -> String {
-    s.replace('+', "%2B").replace(':', "%3A")
-}
-
 #[actix_rt::test]
 async fn after_a_reschedule_the_old_reminders_go_and_a_tap_on_an_old_one_acts_on_the_current_time()
 {
@@ -855,7 +728,7 @@ async fn after_a_reschedule_the_old_reminders_go_and_a_tap_on_an_old_one_acts_on
         .await;
     assert_eq!(s, 201, "{a}");
     let id = a["id"].as_str().unwrap_or_default().to_owned();
-    let old = sent_template(&app, &p, "visit_reminder")
+    let old = sent_template(&app, &p, "visit_reminder", Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("no reminder"));
     let old_taps = payloads(&old);
@@ -958,7 +831,7 @@ async fn a_reschedule_tap_tells_the_clinic_and_the_patient() {
         .await;
     assert_eq!(s, 201, "{a}");
     let id = a["id"].as_str().unwrap_or_default().to_owned();
-    let reminder = sent_template(&app, &p, "visit_reminder")
+    let reminder = sent_template(&app, &p, "visit_reminder", Duration::from_secs(10))
         .await
         .unwrap_or_else(|| panic!("no reminder"));
     let Content::Template { template } = &reminder.message.content else {

@@ -3,6 +3,16 @@
 #![allow(dead_code)]
 
 pub mod faults;
+mod http;
+mod mllp;
+mod sandbox;
+mod values;
+mod wait;
+
+// Re-exported so `use common::*` brings every helper; a test binary that needs none of a
+// module's helpers would otherwise warn about the import.
+#[allow(unused_imports)]
+pub use {http::*, mllp::*, sandbox::*, values::*, wait::*};
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -16,6 +26,7 @@ use clinic_gateway::store::{Backend, RedisStore};
 use clinic_gateway::template_library::TemplateLibrary;
 use clinic_gateway::tenants::hash_api_key;
 use clinic_gateway::testing::{shared_redis, unique_prefix};
+use reqwest::Method;
 use serde_json::{json, Value};
 use whatsapp_cloud::sandbox::{Sandbox, SandboxConfig, SandboxHandle, SandboxState, SentRecord};
 use whatsapp_cloud::wire::{TemplateCategory, TemplateStatus};
@@ -285,22 +296,7 @@ impl TestApp {
         if let Some(k) = idem {
             req = req.header("Idempotency-Key", k);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{e}"));
-        let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if status >= 400 {
-            assert_eq!(
-                ct, "application/problem+json",
-                "errors are problem+json: {v}"
-            );
-        }
-        (status, v)
+        api_answer(req.send().await.unwrap_or_else(|e| panic!("{e}"))).await
     }
 
     /// The Prometheus exposition of the gateway.
@@ -341,6 +337,13 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{e}"));
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The appointment as clinic A's API shows it.
+    pub async fn appointment(&self, id: &str) -> Value {
+        self.call(Method::GET, &format!("/v1/appointments/{id}"), KEY_A, None)
+            .await
+            .1
     }
 
     /// Sends and returns the message id (asserting 202).
