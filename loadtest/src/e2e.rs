@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,6 +18,8 @@ use whatsapp_cloud::sandbox::{
     Sandbox, SandboxConfig, SandboxHandle, SandboxState, TemplateCategory, TemplateStatus,
 };
 
+use crate::finish;
+use crate::kit;
 use crate::procstat;
 use crate::stats::{max_in_window, Latencies, LatencySummary};
 
@@ -330,32 +332,12 @@ impl std::fmt::Display for E2eReport {
                 "  redis commands per message (server-wide, webhooks included): {c:.1}"
             )?;
         }
-        write_footer(
+        finish::write_footer(
             f,
             self.redis_keys_deleted,
             &self.gateway_log,
             &self.problems,
         )
-    }
-}
-
-/// The end of every scenario's report: what happened to the Redis keys, where the log is, and
-/// the verdict.
-pub(crate) fn write_footer(
-    f: &mut std::fmt::Formatter<'_>,
-    keys_deleted: Option<u64>,
-    gateway_log: &str,
-    problems: &[String],
-) -> std::fmt::Result {
-    match keys_deleted {
-        Some(n) => writeln!(f, "  redis keys deleted: {n}")?,
-        None => writeln!(f, "  redis keys kept")?,
-    }
-    writeln!(f, "  gateway log: {gateway_log}")?;
-    if problems.is_empty() {
-        write!(f, "  PASS")
-    } else {
-        write!(f, "  FAIL: {}", problems.join("; "))
     }
 }
 
@@ -426,63 +408,28 @@ fn spawn_gateway(
     prefix: &str,
     sandbox_url: &str,
 ) -> Result<Gateway> {
-    let config = dir.join("gateway.toml");
-    std::fs::write(&config, gateway_toml(o.numbers, o.tier_mps))
-        .with_context(|| format!("writing {}", config.display()))?;
-    let log = dir.join("gateway.log");
-    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone()?;
-    let mut cmd = Command::new(&o.gateway_bin);
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .env("CLINIC_GATEWAY__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("CLINIC_GATEWAY__REDIS__URL", &o.redis_url)
-        .env("CLINIC_GATEWAY__REDIS__KEY_PREFIX", prefix)
-        .env("CLINIC_GATEWAY__META__BASE_URL", sandbox_url)
-        .env("RUST_LOG", &o.gateway_log_level)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
+    let mut env = Vec::new();
     if let Some(w) = o.gateway_workers {
-        cmd.env("CLINIC_GATEWAY__SERVER__WORKERS", w.to_string());
+        env.push(("CLINIC_GATEWAY__SERVER__WORKERS".to_owned(), w.to_string()));
     }
     if let Some(a) = o.arbiters {
-        cmd.env("CLINIC_GATEWAY__DISPATCH__ARBITERS", a.to_string());
+        env.push((
+            "CLINIC_GATEWAY__DISPATCH__ARBITERS".to_owned(),
+            a.to_string(),
+        ));
     }
-    let child = cmd.spawn().with_context(|| {
-        format!(
-            "starting {} (build it with `cargo build --release -p clinic-gateway`)",
-            o.gateway_bin.display()
-        )
-    })?;
-    Ok(Gateway {
-        child: Some(child),
-        log,
-    })
-}
-
-pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str, gw: &mut Gateway) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if let Some(status) = gw.exited() {
-            bail!(
-                "the gateway exited ({status}) before it was ready; log {}:\n{}",
-                gw.log.display(),
-                gw.log_tail(30)
-            );
-        }
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!(
-        "the gateway was not ready within 20 s; log {}:\n{}",
-        gw.log.display(),
-        gw.log_tail(30)
-    )
+    let spec = kit::GatewaySpec {
+        bin: &o.gateway_bin,
+        toml: gateway_toml(o.numbers, o.tier_mps),
+        port,
+        redis_url: &o.redis_url,
+        prefix,
+        sandbox_url,
+        templates_dir: None,
+        log_level: &o.gateway_log_level,
+        env: &env,
+    };
+    kit::spawn_gateway(&spec, dir)
 }
 
 pub(crate) async fn redis_connection(url: &str) -> Result<redis::aio::MultiplexedConnection> {
@@ -511,34 +458,6 @@ pub(crate) async fn redis_info_field(
     info.lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|p| p.trim().parse().ok())
-}
-
-/// SCAN + UNLINK of every key under the run's prefix.
-pub(crate) async fn delete_prefix(
-    con: &mut redis::aio::MultiplexedConnection,
-    prefix: &str,
-) -> Result<u64> {
-    let pattern = format!("{prefix}*");
-    let mut cursor: u64 = 0;
-    let mut deleted = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(con)
-            .await?;
-        if !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(con).await?;
-            deleted += n;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
 }
 
 async fn send_all(
@@ -697,7 +616,7 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
         .build()?;
-    wait_ready(&http, &base, &mut gw).await?;
+    kit::wait_ready(&http, &base, &mut gw, Duration::from_secs(20)).await?;
     eprintln!("loadgen: gateway ready; sending {} messages", o.messages);
 
     let cpu0 = sample(gw.pid(), redis_pid);
@@ -862,28 +781,8 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
         ));
     }
 
-    let redis_keys_deleted = if o.keep_redis_keys {
-        None
-    } else {
-        match delete_prefix(&mut redis, &prefix).await {
-            Ok(n) => Some(n),
-            Err(e) => {
-                eprintln!("loadgen: could not delete keys under {prefix}: {e}");
-                None
-            }
-        }
-    };
-    if !problems.is_empty() {
-        eprintln!(
-            "loadgen: last gateway log lines ({}):\n{}",
-            gw.log.display(),
-            gw.log_tail(20)
-        );
-    }
-    let gateway_log = gw.log.display().to_string();
-    if problems.is_empty() && !o.keep_files {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let redis_keys_deleted = finish::delete_run_keys(&mut redis, &prefix, o.keep_redis_keys).await;
+    let gateway_log = finish::tidy_run_dir(&gw, &dir, &problems, o.keep_files);
     sandbox.stop();
 
     Ok(E2eReport {

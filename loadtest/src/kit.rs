@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -83,20 +83,16 @@ pub fn loadavg() -> Option<[f64; 3]> {
     Some([it.next()??, it.next()??, it.next()??])
 }
 
-/// Writes `<dir>/<name>.json` (the report) and `<dir>/<name>.md` (the summary).
-pub fn save(
-    dir: &Path,
-    name: &str,
-    report: &impl Serialize,
-    markdown: &str,
-) -> Result<(PathBuf, PathBuf)> {
+/// Writes `<dir>/<name>.json` (the report) and `<dir>/<name>.md` (the summary), and says where.
+pub fn save(dir: &Path, name: &str, report: &impl Serialize, markdown: &str) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let json = dir.join(format!("{name}.json"));
     let md = dir.join(format!("{name}.md"));
     std::fs::write(&json, serde_json::to_vec_pretty(report)?)
         .with_context(|| format!("writing {}", json.display()))?;
     std::fs::write(&md, markdown).with_context(|| format!("writing {}", md.display()))?;
-    Ok((json, md))
+    eprintln!("loadgen: wrote {} and {}", json.display(), md.display());
+    Ok(())
 }
 
 /// One line of a target-vs-measured table.
@@ -663,6 +659,25 @@ mod tests {
         assert_eq!(base64(b"Man"), "TWFu");
         assert_eq!(base64(b"Ma"), "TWE=");
         assert_eq!(base64(b"M"), "TQ==");
+    }
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn sample_pdfs_look_like_pdfs() {
+        let pdf = sample_pdf("CBC", 50_000);
+        assert!(pdf.starts_with(b"%PDF-"));
+        assert!(pdf.ends_with(b"%%EOF\n"));
+        assert!(pdf.len() >= 50_000 && pdf.len() < 50_200, "{}", pdf.len());
+        let text = String::from_utf8_lossy(&pdf);
+        assert!(text.contains("startxref"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod aggregator;
 pub mod e2e;
+mod finish;
 pub mod kit;
 pub mod mllp;
 pub mod procstat;

@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,9 +30,11 @@ use whatsapp_cloud::sandbox::{
 };
 
 use crate::e2e::{
-    cpu_between, delete_prefix, free_port, prepare, redis_info_field, sample, wait_ready,
-    write_footer, CpuReport, Gateway, RunSetup, APP_SECRET, LARGE_TIER,
+    cpu_between, free_port, prepare, redis_info_field, sample, CpuReport, Gateway, RunSetup,
+    APP_SECRET, LARGE_TIER,
 };
+use crate::finish;
+use crate::kit;
 use crate::stats::{Latencies, LatencySummary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -152,7 +153,7 @@ impl std::fmt::Display for MllpReport {
                 self.confirmations_received, self.bookings_acked
             )?;
         }
-        write_footer(
+        finish::write_footer(
             f,
             self.redis_keys_deleted,
             &self.gateway_log,
@@ -256,46 +257,35 @@ fn spawn_gateway(
     prefix: &str,
     sandbox_url: &str,
 ) -> Result<Gateway> {
-    let config = dir.join("gateway.toml");
-    std::fs::write(&config, gateway_toml(o.clinics, o.tier_mps))
-        .with_context(|| format!("writing {}", config.display()))?;
-    let log = dir.join("gateway.log");
-    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone()?;
     let max_conn = o.connections.iter().copied().max().unwrap_or(1) + 16;
-    let mut cmd = Command::new(&o.gateway_bin);
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .env("CLINIC_GATEWAY__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("CLINIC_GATEWAY__REDIS__URL", &o.redis_url)
-        .env("CLINIC_GATEWAY__REDIS__KEY_PREFIX", prefix)
-        .env("CLINIC_GATEWAY__META__BASE_URL", sandbox_url)
-        .env("CLINIC_GATEWAY__MLLP__ENABLED", "true")
-        .env(
-            "CLINIC_GATEWAY__MLLP__BIND",
+    // The listener's settings first: `--gateway-env` may still override them.
+    let mut env = vec![
+        (
+            "CLINIC_GATEWAY__MLLP__ENABLED".to_owned(),
+            "true".to_owned(),
+        ),
+        (
+            "CLINIC_GATEWAY__MLLP__BIND".to_owned(),
             format!("127.0.0.1:{mllp_port}"),
-        )
-        .env(
-            "CLINIC_GATEWAY__MLLP__MAX_CONNECTIONS",
+        ),
+        (
+            "CLINIC_GATEWAY__MLLP__MAX_CONNECTIONS".to_owned(),
             max_conn.to_string(),
-        )
-        .env("RUST_LOG", &o.gateway_log_level)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    for (k, v) in &o.gateway_env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().with_context(|| {
-        format!(
-            "starting {} (build it with `cargo build --release -p clinic-gateway`)",
-            o.gateway_bin.display()
-        )
-    })?;
-    Ok(Gateway {
-        child: Some(child),
-        log,
-    })
+        ),
+    ];
+    env.extend(o.gateway_env.iter().cloned());
+    let spec = kit::GatewaySpec {
+        bin: &o.gateway_bin,
+        toml: gateway_toml(o.clinics, o.tier_mps),
+        port,
+        redis_url: &o.redis_url,
+        prefix,
+        sandbox_url,
+        templates_dir: None,
+        log_level: &o.gateway_log_level,
+        env: &env,
+    };
+    kit::spawn_gateway(&spec, dir)
 }
 
 #[derive(Default)]
@@ -415,7 +405,7 @@ pub async fn run(o: MllpOptions) -> Result<MllpReport> {
     );
     let mut gw = spawn_gateway(&o, &dir, port, mllp_port, &prefix, &sandbox.base_url())?;
     let http = reqwest::Client::new();
-    wait_ready(&http, &base, &mut gw).await?;
+    kit::wait_ready(&http, &base, &mut gw, Duration::from_secs(20)).await?;
     let o = Arc::new(o);
     let run: Arc<str> = format!("R{}", &suffix[suffix.len().saturating_sub(6)..]).into();
     let next = Arc::new(AtomicUsize::new(0));
@@ -502,7 +492,7 @@ pub async fn run(o: MllpOptions) -> Result<MllpReport> {
     let redis_keys_deleted = if o.keep_redis_keys {
         None
     } else {
-        delete_prefix(&mut redis, &prefix).await.ok()
+        finish::delete_prefix(&mut redis, &prefix).await.ok()
     };
     let gateway_log = gw.log.display().to_string();
     if problems.is_empty() && !o.keep_files {

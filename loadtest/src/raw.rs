@@ -319,7 +319,5 @@ pub async fn run(o: RawOptions) -> Result<RawReport> {
 
 /// Writes `raw.json` and `raw.md` under `dir`.
 pub fn save(dir: &Path, r: &RawReport) -> Result<()> {
-    let (j, m) = kit::save(dir, "raw", r, &r.markdown())?;
-    eprintln!("loadgen: wrote {} and {}", j.display(), m.display());
-    Ok(())
+    kit::save(dir, "raw", r, &r.markdown())
 }

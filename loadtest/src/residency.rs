@@ -117,7 +117,5 @@ pub fn save(dir: &Path, r: &TenantsReport, run: &RunInfo) -> Result<()> {
         checks: checks(r),
         report: r,
     };
-    let (j, m) = kit::save(dir, "residency", &file, &markdown(r, run))?;
-    eprintln!("loadgen: wrote {} and {}", j.display(), m.display());
-    Ok(())
+    kit::save(dir, "residency", &file, &markdown(r, run))
 }

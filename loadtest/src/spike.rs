@@ -25,9 +25,10 @@ use whatsapp_cloud::sandbox::{
 use whatsapp_cloud::wire::{Content, TemplateStatus};
 
 use crate::e2e::{
-    api_key, cpu_between, delete_prefix, gateway_toml, number_id, prepare, sample, waba_id,
-    CpuReport, RunSetup, APP_SECRET,
+    api_key, cpu_between, gateway_toml, number_id, prepare, sample, waba_id, CpuReport, RunSetup,
+    APP_SECRET,
 };
+use crate::finish;
 use crate::kit::{self, Check, CommandsPer, RunInfo, Scrape};
 use crate::stats::{max_in_window, Latencies, LatencySummary};
 
@@ -397,7 +398,7 @@ impl std::fmt::Display for SpikeReport {
             "  gateway sends by outcome {:?}; Meta errors by code {:?}",
             self.gateway_sends, self.meta_errors
         )?;
-        crate::e2e::write_footer(
+        finish::write_footer(
             f,
             self.redis_keys_deleted,
             &self.gateway_log,
@@ -896,28 +897,8 @@ pub async fn run(o: SpikeOptions) -> Result<SpikeReport> {
     };
     problems.extend(report_problems);
 
-    let redis_keys_deleted = if o.keep_redis_keys {
-        None
-    } else {
-        match delete_prefix(&mut redis, &prefix).await {
-            Ok(n) => Some(n),
-            Err(e) => {
-                eprintln!("loadgen: could not delete keys under {prefix}: {e}");
-                None
-            }
-        }
-    };
-    if !problems.is_empty() {
-        eprintln!(
-            "loadgen: last gateway log lines ({}):\n{}",
-            gw.log.display(),
-            gw.log_tail(20)
-        );
-    }
-    let gateway_log = gw.log.display().to_string();
-    if problems.is_empty() && !o.keep_files {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let redis_keys_deleted = finish::delete_run_keys(&mut redis, &prefix, o.keep_redis_keys).await;
+    let gateway_log = finish::tidy_run_dir(&gw, &dir, &problems, o.keep_files);
     sandbox.stop();
     run.finish();
     let messages = (broadcast_sent + labs.sent) as u64;
@@ -959,9 +940,7 @@ pub async fn run(o: SpikeOptions) -> Result<SpikeReport> {
 
 /// Writes `spike.json` and `spike.md` under `dir`.
 pub fn save(dir: &Path, r: &SpikeReport) -> Result<()> {
-    let (j, m) = kit::save(dir, "spike", r, &r.markdown())?;
-    eprintln!("loadgen: wrote {} and {}", j.display(), m.display());
-    Ok(())
+    kit::save(dir, "spike", r, &r.markdown())
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,9 +22,11 @@ use whatsapp_cloud::sandbox::{
 use whatsapp_cloud::signature::{sign, SIGNATURE_HEADER};
 
 use crate::e2e::{
-    cpu_between, number_id, prepare, redis_info_field, sample, waba_id, wait_ready, write_footer,
-    CpuReport, Gateway, RunSetup, APP_SECRET, TEMPLATE,
+    cpu_between, number_id, prepare, redis_info_field, sample, waba_id, CpuReport, Gateway,
+    RunSetup, APP_SECRET, TEMPLATE,
 };
+use crate::finish;
+use crate::kit;
 use crate::procstat;
 use crate::stats::{Latencies, LatencySummary};
 
@@ -397,7 +398,7 @@ impl std::fmt::Display for TenantsReport {
                 m.resident_actors
             )?;
         }
-        write_footer(
+        finish::write_footer(
             f,
             self.redis_keys_deleted,
             &self.gateway_log,
@@ -503,36 +504,18 @@ fn spawn_gateway(
     sandbox_url: &str,
     admin_key: &str,
 ) -> Result<Gateway> {
-    let config = dir.join("gateway.toml");
-    std::fs::write(&config, gateway_toml(admin_key))
-        .with_context(|| format!("writing {}", config.display()))?;
-    let log = dir.join("gateway.log");
-    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone()?;
-    let mut cmd = Command::new(&o.gateway_bin);
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .env("CLINIC_GATEWAY__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("CLINIC_GATEWAY__REDIS__URL", &o.redis_url)
-        .env("CLINIC_GATEWAY__REDIS__KEY_PREFIX", prefix)
-        .env("CLINIC_GATEWAY__META__BASE_URL", sandbox_url)
-        .env("RUST_LOG", &o.gateway_log_level)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    for (k, v) in &o.gateway_env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().with_context(|| {
-        format!(
-            "starting {} (build it with `cargo build --release -p clinic-gateway`)",
-            o.gateway_bin.display()
-        )
-    })?;
-    Ok(Gateway {
-        child: Some(child),
-        log,
-    })
+    let spec = kit::GatewaySpec {
+        bin: &o.gateway_bin,
+        toml: gateway_toml(admin_key),
+        port,
+        redis_url: &o.redis_url,
+        prefix,
+        sandbox_url,
+        templates_dir: None,
+        log_level: &o.gateway_log_level,
+        env: &o.gateway_env,
+    };
+    kit::spawn_gateway(&spec, dir)
 }
 
 /// One HTTP call's outcome: the status and body, or a transport error kind and text.
@@ -1009,7 +992,7 @@ pub async fn run(o: TenantsOptions) -> Result<TenantsReport> {
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(120))
         .build()?;
-    wait_ready(&http, &base, &mut gw).await?;
+    kit::wait_ready(&http, &base, &mut gw, Duration::from_secs(20)).await?;
     let ctx = Ctx {
         http,
         base,
@@ -1220,17 +1203,7 @@ pub async fn run(o: TenantsOptions) -> Result<TenantsReport> {
             ));
         }
     }
-    if !problems.is_empty() {
-        eprintln!(
-            "loadgen: last gateway log lines ({}):\n{}",
-            gw.log.display(),
-            gw.log_tail(20)
-        );
-    }
-    let gateway_log = gw.log.display().to_string();
-    if problems.is_empty() && !o.keep_files {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let gateway_log = finish::tidy_run_dir(&gw, &dir, &problems, o.keep_files);
     sandbox.stop();
 
     Ok(TenantsReport {

@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,10 +29,11 @@ use whatsapp_cloud::sandbox::{Sandbox, SandboxConfig, SandboxHandle, SandboxStat
 use whatsapp_cloud::wire::{Content, CreateTemplateRequest, TemplateStatus};
 
 use crate::e2e::{
-    api_key, cpu_between, delete_prefix, gateway_toml, number_id, prepare, recipient,
-    redis_info_field, sample, waba_id, wait_ready, write_footer, CpuReport, Gateway, RunSetup,
-    APP_SECRET, LARGE_TIER,
+    api_key, cpu_between, gateway_toml, number_id, prepare, recipient, redis_info_field, sample,
+    waba_id, CpuReport, Gateway, RunSetup, APP_SECRET, LARGE_TIER,
 };
+use crate::finish;
+use crate::kit;
 use crate::stats::{Latencies, LatencySummary};
 
 /// Target of issue #5: lab report accepted → sent to Meta, p99, on an idle gateway.
@@ -274,65 +274,12 @@ impl std::fmt::Display for TouchpointsReport {
                 )?;
             }
         }
-        write_footer(
+        finish::write_footer(
             f,
             self.redis_keys_deleted,
             &self.gateway_log,
             &self.problems,
         )
-    }
-}
-
-/// A small valid one-page PDF padded (with comment lines) to about `size` bytes: a `%PDF-`
-/// header, objects, a correct cross-reference table, `startxref` and `%%EOF`.
-pub fn sample_pdf(text: &str, size: usize) -> Vec<u8> {
-    let build = |pad: usize| {
-        let safe: String = text
-            .chars()
-            .filter(|c| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '(' | ')' | '\\'))
-            .collect();
-        let stream = format!("BT /F1 18 Tf 72 720 Td ({safe}) Tj ET");
-        let objects = [
-            "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-            "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
-            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
-            format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
-            "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
-        ];
-        let mut out = b"%PDF-1.4\n%\xE2\xE3\xCF\xD3\n".to_vec();
-        let mut left = pad;
-        while left > 0 {
-            let n = left.min(100);
-            if n > 1 {
-                out.push(b'%');
-                out.extend(std::iter::repeat_n(b'x', n - 2));
-            }
-            out.push(b'\n');
-            left -= n;
-        }
-        let mut offsets = Vec::with_capacity(objects.len());
-        for (i, body) in objects.iter().enumerate() {
-            offsets.push(out.len());
-            out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).into_bytes());
-        }
-        let xref = out.len();
-        out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).into_bytes());
-        for o in offsets {
-            out.extend(format!("{o:010} 00000 n \n").into_bytes());
-        }
-        out.extend(
-            format!(
-                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-                objects.len() + 1
-            )
-            .into_bytes(),
-        );
-        out
-    };
-    let bare = build(0);
-    match size.checked_sub(bare.len()) {
-        Some(pad) if pad > 0 => build(pad),
-        _ => bare,
     }
 }
 
@@ -400,38 +347,18 @@ fn spawn_gateway(
     prefix: &str,
     sandbox_url: &str,
 ) -> Result<Gateway> {
-    let config = dir.join("gateway.toml");
-    std::fs::write(&config, gateway_toml(1, o.tier_mps))
-        .with_context(|| format!("writing {}", config.display()))?;
-    let log = dir.join("gateway.log");
-    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone()?;
-    let templates = std::fs::canonicalize(&o.templates_dir).unwrap_or(o.templates_dir.clone());
-    let mut cmd = Command::new(&o.gateway_bin);
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .env("CLINIC_GATEWAY__SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("CLINIC_GATEWAY__REDIS__URL", &o.redis_url)
-        .env("CLINIC_GATEWAY__REDIS__KEY_PREFIX", prefix)
-        .env("CLINIC_GATEWAY__META__BASE_URL", sandbox_url)
-        .env("CLINIC_GATEWAY__TEMPLATES__DIR", &templates)
-        .env("RUST_LOG", &o.gateway_log_level)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    for (k, v) in &o.gateway_env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().with_context(|| {
-        format!(
-            "starting {} (build it with `cargo build --release -p clinic-gateway`)",
-            o.gateway_bin.display()
-        )
-    })?;
-    Ok(Gateway {
-        child: Some(child),
-        log,
-    })
+    let spec = kit::GatewaySpec {
+        bin: &o.gateway_bin,
+        toml: gateway_toml(1, o.tier_mps),
+        port,
+        redis_url: &o.redis_url,
+        prefix,
+        sandbox_url,
+        templates_dir: Some(&o.templates_dir),
+        log_level: &o.gateway_log_level,
+        env: &o.gateway_env,
+    };
+    kit::spawn_gateway(&spec, dir)
 }
 
 fn digits(phone: &str) -> &str {
@@ -642,7 +569,7 @@ async fn latency_phase(
 
     // Lab report accepted → lab_report_ready (the PDF is uploaded to Meta's media endpoint
     // inside the API call, before the answer).
-    let pdf = Arc::new(base64_lite::encode(&sample_pdf(
+    let pdf = Arc::new(kit::base64(&kit::sample_pdf(
         "Complete blood count: Hb 13.2 g/dL",
         o.pdf_bytes,
     )));
@@ -795,13 +722,6 @@ async fn reminders_accepted(ctx: &Ctx) -> Option<u64> {
     Some(total as u64)
 }
 
-fn secs_between(a: SystemTime, b: SystemTime) -> f64 {
-    match b.duration_since(a) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn burst_phase(
     ctx: &Ctx,
@@ -877,7 +797,7 @@ async fn burst_phase(
     }
     b.booking_s = t0.elapsed().as_secs_f64();
     b.bookings_per_sec = b.booked as f64 / b.booking_s.max(1e-9);
-    b.slack_before_due_s = secs_between(SystemTime::now(), due);
+    b.slack_before_due_s = kit::secs_between(SystemTime::now(), due);
     if b.slack_before_due_s < 1.0 {
         problems.push(format!(
             "burst: booking took {:.1} s, past the due moment (raise --reminder-lead)",
@@ -965,13 +885,13 @@ async fn burst_phase(
     }
     sent_times.sort_unstable();
     b.sent = sent_times.len();
-    b.first_accepted_after_due_s = first_accepted.map(|t| secs_between(due, t));
-    b.all_accepted_after_due_s = all_accepted.map(|t| secs_between(due, t));
+    b.first_accepted_after_due_s = first_accepted.map(|t| kit::secs_between(due, t));
+    b.all_accepted_after_due_s = all_accepted.map(|t| kit::secs_between(due, t));
     b.accepted_per_sec = b
         .all_accepted_after_due_s
         .map(|s| b.booked as f64 / s.max(1e-9));
-    b.first_sent_after_due_s = sent_times.first().map(|t| secs_between(due, *t));
-    b.last_sent_after_due_s = sent_times.last().map(|t| secs_between(due, *t));
+    b.first_sent_after_due_s = sent_times.first().map(|t| kit::secs_between(due, *t));
+    b.last_sent_after_due_s = sent_times.last().map(|t| kit::secs_between(due, *t));
     if b.sent >= b.booked && b.booked > 0 {
         b.sent_per_sec = b.last_sent_after_due_s.map(|s| b.sent as f64 / s.max(1e-9));
     }
@@ -1036,7 +956,7 @@ pub async fn run(o: TouchpointsOptions) -> Result<TouchpointsReport> {
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
         .build()?;
-    wait_ready(&http, &base, &mut gw).await?;
+    kit::wait_ready(&http, &base, &mut gw, Duration::from_secs(20)).await?;
     let ctx = Ctx {
         http,
         base,
@@ -1060,28 +980,8 @@ pub async fn run(o: TouchpointsOptions) -> Result<TouchpointsReport> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.stop();
 
-    let redis_keys_deleted = if o.keep_redis_keys {
-        None
-    } else {
-        match delete_prefix(&mut redis, &prefix).await {
-            Ok(n) => Some(n),
-            Err(e) => {
-                eprintln!("loadgen: could not delete keys under {prefix}: {e}");
-                None
-            }
-        }
-    };
-    if !problems.is_empty() {
-        eprintln!(
-            "loadgen: last gateway log lines ({}):\n{}",
-            gw.log.display(),
-            gw.log_tail(20)
-        );
-    }
-    let gateway_log = gw.log.display().to_string();
-    if problems.is_empty() && !o.keep_files {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let redis_keys_deleted = finish::delete_run_keys(&mut redis, &prefix, o.keep_redis_keys).await;
+    let gateway_log = finish::tidy_run_dir(&gw, &dir, &problems, o.keep_files);
     sandbox.stop();
     Ok(TouchpointsReport {
         scenario: "touchpoints",
@@ -1097,59 +997,15 @@ pub async fn run(o: TouchpointsOptions) -> Result<TouchpointsReport> {
     })
 }
 
-/// Standard base64 (the PDFs' `pdf_base64`), without a dependency for one function.
-mod base64_lite {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                chunk.get(1).copied().unwrap_or(0),
-                chunk.get(2).copied().unwrap_or(0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for (k, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
-                if k <= chunk.len() {
-                    out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
 
     #[test]
-    fn base64_matches_the_standard() {
-        assert_eq!(base64_lite::encode(b""), "");
-        assert_eq!(base64_lite::encode(b"f"), "Zg==");
-        assert_eq!(base64_lite::encode(b"fo"), "Zm8=");
-        assert_eq!(base64_lite::encode(b"foo"), "Zm9v");
-        assert_eq!(base64_lite::encode(b"foobar"), "Zm9vYmFy");
-    }
-
-    #[test]
     fn rfc3339_in_utc() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_582_800_123);
         assert_eq!(rfc3339(t), "2026-11-25T05:00:00.123Z");
-    }
-
-    #[test]
-    fn sample_pdfs_look_like_pdfs() {
-        let pdf = sample_pdf("CBC", 50_000);
-        assert!(pdf.starts_with(b"%PDF-"));
-        assert!(pdf.ends_with(b"%%EOF\n"));
-        assert!(pdf.len() >= 50_000 && pdf.len() < 50_200, "{}", pdf.len());
-        let text = String::from_utf8_lossy(&pdf);
-        assert!(text.contains("startxref"));
     }
 
     #[test]

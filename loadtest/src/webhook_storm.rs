@@ -35,9 +35,10 @@ use whatsapp_cloud::signature::{sign, SIGNATURE_HEADER};
 use whatsapp_cloud::wire::Pricing;
 
 use crate::e2e::{
-    api_key, cpu_between, delete_prefix, gateway_toml, number_id, prepare, recipient, sample,
-    waba_id, CpuReport, RunSetup, APP_SECRET, LARGE_TIER, TEMPLATE,
+    api_key, cpu_between, gateway_toml, number_id, prepare, recipient, sample, waba_id, CpuReport,
+    RunSetup, APP_SECRET, LARGE_TIER, TEMPLATE,
 };
+use crate::finish;
 use crate::kit::{self, Check, CommandsPer, RunInfo, Scrape};
 use crate::stats::{Latencies, LatencySummary};
 
@@ -344,7 +345,7 @@ impl std::fmt::Display for StormReport {
             )?;
         }
         write!(f, "{}", kit::checks_text(&self.checks()))?;
-        crate::e2e::write_footer(
+        finish::write_footer(
             f,
             self.redis_keys_deleted,
             &self.gateway_log,
@@ -978,28 +979,8 @@ pub async fn run(o: StormOptions) -> Result<StormReport> {
     }
     gw.stop();
 
-    let redis_keys_deleted = if o.keep_redis_keys {
-        None
-    } else {
-        match delete_prefix(&mut redis, &prefix).await {
-            Ok(n) => Some(n),
-            Err(e) => {
-                eprintln!("loadgen: could not delete keys under {prefix}: {e}");
-                None
-            }
-        }
-    };
-    if !problems.is_empty() {
-        eprintln!(
-            "loadgen: last gateway log lines ({}):\n{}",
-            gw.log.display(),
-            gw.log_tail(20)
-        );
-    }
-    let gateway_log = gw.log.display().to_string();
-    if problems.is_empty() && !o.keep_files {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let redis_keys_deleted = finish::delete_run_keys(&mut redis, &prefix, o.keep_redis_keys).await;
+    let gateway_log = finish::tidy_run_dir(&gw, &dir, &problems, o.keep_files);
     sandbox.stop();
     run.finish();
     Ok(StormReport {
@@ -1021,9 +1002,7 @@ pub async fn run(o: StormOptions) -> Result<StormReport> {
 
 /// Writes `webhook-storm.json` and `webhook-storm.md` under `dir`.
 pub fn save(dir: &Path, r: &StormReport) -> Result<()> {
-    let (j, m) = kit::save(dir, "webhook-storm", r, &r.markdown())?;
-    eprintln!("loadgen: wrote {} and {}", j.display(), m.display());
-    Ok(())
+    kit::save(dir, "webhook-storm", r, &r.markdown())
 }
 
 #[cfg(test)]
