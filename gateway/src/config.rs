@@ -440,6 +440,10 @@ impl Settings {
     }
 }
 
+fn default_throughput_pause_ms() -> u64 {
+    250
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,8 +478,4 @@ mod tests {
             Ok(())
         });
     }
-}
-
-fn default_throughput_pause_ms() -> u64 {
-    250
 }
