@@ -42,7 +42,7 @@ pub(super) fn admin(req: &HttpRequest, state: &AppState) -> Result<(), Problem> 
     }
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, Problem> {
+pub(super) fn parse_json(body: &[u8]) -> Result<Value, Problem> {
     serde_json::from_slice(body).map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -95,7 +95,7 @@ pub fn clinic_view(c: &ClinicSettings) -> Value {
 }
 
 /// RFC 7396 JSON merge patch.
-fn merge(target: &mut Value, patch: &Value) {
+pub(super) fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => {
             for (k, v) in p {
@@ -110,7 +110,7 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-fn settings_from(value: Value) -> Result<ClinicSettings, Problem> {
+pub(super) fn settings_from(value: Value) -> Result<ClinicSettings, Problem> {
     let clinic: ClinicSettings =
         serde_path_to_error::deserialize(&value).map_err(super::body::field_problem)?;
     clinic

@@ -51,7 +51,7 @@ pub struct BroadcastInput {
 const MAX_LISTED: usize = 200_000;
 const DAY_MS: i64 = 24 * 3_600_000;
 
-fn draft(
+pub(super) fn draft(
     clinic: &crate::tenants::ClinicSettings,
     input: BroadcastInput,
 ) -> Result<Broadcast, Problem> {

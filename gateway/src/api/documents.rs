@@ -44,7 +44,7 @@ fn bad(detail: impl Into<String>) -> Problem {
     )
 }
 
-fn decode_base64(s: &str) -> Result<Vec<u8>, Problem> {
+pub(super) fn decode_base64(s: &str) -> Result<Vec<u8>, Problem> {
     let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())

@@ -52,7 +52,7 @@ struct Accepted<'a> {
 }
 
 /// Parses and validates the body into a message, naming the field at fault.
-fn parse_request(
+pub(super) fn parse_request(
     body: &[u8],
     clinic: &Clinic,
     default_ttl_ms: i64,

@@ -8,6 +8,8 @@ mod body;
 mod broadcasts;
 pub(crate) mod dead_letters;
 mod documents;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod limits;
 mod messages;
