@@ -1,3 +1,5 @@
+//! `scripts/fuzz mllp_decode`: any bytes as an MLLP stream, fed to the codec in reads of varying
+//! size. Nothing panics; frames and the buffered bytes stay within the frame limit.
 #![no_main]
 
 use bytes::BytesMut;
@@ -7,7 +9,9 @@ use tokio_util::codec::Decoder;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the read size so frames are split at varying boundaries.
-    let Some((&step, data)) = data.split_first() else { return };
+    let Some((&step, data)) = data.split_first() else {
+        return;
+    };
     let step = usize::from(step).max(1);
     let mut codec = MllpCodec::new(1024);
     let mut buf = BytesMut::new();
