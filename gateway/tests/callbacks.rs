@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Events received: (event id header, body).
@@ -61,15 +60,11 @@ fn flaky_receiver(fail_first: usize) -> (String, Received, Arc<AtomicUsize>) {
 async fn an_event_for_a_failing_endpoint_is_retried_until_it_lands() {
     let app = spawn_app("callbacks_durable", Options::default()).await;
     let (url, got, calls) = flaky_receiver(2);
-    let (s, v) = app
-        .call(
-            Method::PATCH,
-            "/admin/v1/clinics/clinic_a",
-            ADMIN_KEY,
-            Some(json!({"callback": {"url": url, "secret": "callback-secret-0123456789"}})),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    app.patch_clinic(
+        "clinic_a",
+        json!({"callback": {"url": url, "secret": "callback-secret-0123456789"}}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     // A message no workflow answers raises `message.received`.
     app.sim.inject_inbound_text(

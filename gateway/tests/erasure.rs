@@ -177,15 +177,8 @@ async fn erasing_a_patient_removes_their_clinical_data_and_no_one_elses() {
         },
     )
     .await;
-    let (s, v) = app
-        .call(
-            Method::PATCH,
-            "/admin/v1/clinics/clinic_a",
-            ADMIN_KEY,
-            Some(json!({"feedback_delay_minutes": 1})),
-        )
+    app.patch_clinic("clinic_a", json!({"feedback_delay_minutes": 1}))
         .await;
-    assert_eq!(s, 200, "{v}");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (gone, kept) = (patient(71), patient(72));
     let g = give_history(&app, 71, &gone).await;
@@ -366,15 +359,8 @@ async fn retention_removes_what_is_older_than_the_window() {
         )
         .await;
     assert_eq!((s, swept["deleted"].as_u64()), (200, Some(0)), "{swept}");
-    let (s, v) = app
-        .call(
-            Method::PATCH,
-            "/admin/v1/clinics/clinic_a",
-            ADMIN_KEY,
-            Some(json!({"retention_days": 30})),
-        )
+    app.patch_clinic("clinic_a", json!({"retention_days": 30}))
         .await;
-    assert_eq!(s, 200, "{v}");
     let (s, swept) = app
         .call(
             Method::POST,
@@ -442,15 +428,8 @@ async fn message_records_expire_on_the_clinics_retention() {
     let default_kept = app.send(&template(&patient(81))).await;
     app.wait_for(&default_kept, &["delivered"], Duration::from_secs(10))
         .await;
-    let (s, v) = app
-        .call(
-            Method::PATCH,
-            "/admin/v1/clinics/clinic_a",
-            ADMIN_KEY,
-            Some(json!({"retention_days": 2})),
-        )
+    app.patch_clinic("clinic_a", json!({"retention_days": 2}))
         .await;
-    assert_eq!(s, 200, "{v}");
     let short = app.send(&template(&patient(82))).await;
     app.wait_for(&short, &["delivered"], Duration::from_secs(10))
         .await;

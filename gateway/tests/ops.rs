@@ -422,15 +422,11 @@ async fn an_end_to_end_run_exposes_every_catalog_metric_and_moves_the_ones_it_ex
     let (emr_port, written_back) = emr_receiver().await;
     let app = spawn_app("ops_e2e", options(emr_port)).await;
     // Clinic A's callbacks (events to the clinic) go to a receiver that accepts them.
-    let (s, v) = app
-        .call(
-            Method::PATCH,
-            "/admin/v1/clinics/clinic_a",
-            ADMIN_KEY,
-            Some(json!({"callback": {"url": callback_receiver(), "secret": "callback-secret-0123456789"}})),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    app.patch_clinic(
+        "clinic_a",
+        json!({"callback": {"url": callback_receiver(), "secret": "callback-secret-0123456789"}}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     // API sends: a template that goes all the way to read.

@@ -618,16 +618,12 @@ async fn crossing_the_low_balance_threshold_sends_a_signed_callback() {
     .await;
     let (url, captured) = callback_receiver();
     let secret = "callback-secret-0123456789";
-    let (s, v) = app
-        .call(
-            Method::PATCH,
-            "/admin/v1/clinics/clinic_a",
-            ADMIN_KEY,
-            Some(json!({
-            "callback": {"url": url, "secret": secret}, "low_balance_threshold": 2 * UTILITY})),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    app.patch_clinic(
+        "clinic_a",
+        json!({
+            "callback": {"url": url, "secret": secret}, "low_balance_threshold": 2 * UTILITY}),
+    )
+    .await;
     app.send(&template(&patient(1))).await; // 2 × UTILITY left: at the threshold, not below
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(captured.lock().is_empty(), "no callback before crossing");

@@ -832,11 +832,7 @@ pub async fn run(o: AggregatorOptions) -> Result<AggregatorReport> {
     } = prepare("aggregator", &o.redis_url).await?;
     let sandbox = start_sandbox(&o, &base)?;
     let sim = sandbox.state();
-    eprintln!(
-        "loadgen: gateway on {base}, sandbox on {}, redis prefix {prefix}, files in {}",
-        sandbox.base_url(),
-        dir.display()
-    );
+    kit::announce(&base, &sandbox.base_url(), &prefix, &dir);
     let spec = kit::GatewaySpec {
         bin: &o.gateway_bin,
         toml: gateway_toml(o.clinics, o.tier_mps),

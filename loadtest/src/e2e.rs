@@ -599,11 +599,7 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
     let sandbox = start_sandbox(&o, &base)?;
     let sim = sandbox.state();
 
-    eprintln!(
-        "loadgen: gateway on {base}, sandbox on {}, redis prefix {prefix}, files in {}",
-        sandbox.base_url(),
-        dir.display()
-    );
+    kit::announce(&base, &sandbox.base_url(), &prefix, &dir);
     let mut gw = match spawn_gateway(&o, &dir, port, &prefix, &sandbox.base_url()) {
         Ok(gw) => gw,
         Err(e) => {

@@ -486,82 +486,22 @@ pub fn rfc3339_in(ahead: Duration) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A small, valid one-page PDF (the same bytes as `clinic_gateway::pdf::sample`, which loadtest
-/// cannot call without depending on the gateway crate): a `%PDF-` header, five objects, a
-/// correct cross-reference table, `startxref` and `%%EOF`, padded with comment lines to about
-/// `size` bytes.
-pub fn sample_pdf(text: &str, size: usize) -> Vec<u8> {
-    let bare = build_pdf(text, 0);
-    match size.checked_sub(bare.len()) {
-        Some(pad) if pad > 0 => build_pdf(text, pad),
-        _ => bare,
-    }
-}
+/// A small, valid one-page PDF of about `size` bytes: the sandbox's sample document (the same
+/// bytes the gateway's tests and demo upload).
+pub use whatsapp_cloud::sandbox::sample_pdf;
 
-fn build_pdf(text: &str, pad: usize) -> Vec<u8> {
-    let safe: String = text
-        .chars()
-        .filter(|c| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '(' | ')' | '\\'))
-        .collect();
-    let stream = format!("BT /F1 18 Tf 72 720 Td ({safe}) Tj ET");
-    let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
-        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
-    ];
-    let mut out = b"%PDF-1.4\n%\xE2\xE3\xCF\xD3\n".to_vec();
-    let mut left = pad;
-    while left > 0 {
-        let n = left.min(100);
-        if n > 1 {
-            out.push(b'%');
-            out.extend(std::iter::repeat_n(b'x', n - 2));
-        }
-        out.push(b'\n');
-        left -= n;
-    }
-    let mut offsets = Vec::with_capacity(objects.len());
-    for (i, body) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).into_bytes());
-    }
-    let xref = out.len();
-    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).into_bytes());
-    for o in offsets {
-        out.extend(format!("{o:010} 00000 n \n").into_bytes());
-    }
-    out.extend(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .into_bytes(),
+/// The line every scenario prints once its gateway, sandbox, Redis prefix and files are chosen.
+pub fn announce(base: &str, sandbox: &str, prefix: &str, dir: &std::path::Path) {
+    eprintln!(
+        "loadgen: gateway on {base}, sandbox on {sandbox}, redis prefix {prefix}, files in {}",
+        dir.display()
     );
-    out
 }
 
 /// Standard base64 with padding (the documents' `pdf_base64`).
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// `KEY=VALUE` (extra environment for the gateway child).

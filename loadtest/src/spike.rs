@@ -546,11 +546,7 @@ pub async fn run(o: SpikeOptions) -> Result<SpikeReport> {
     } = prepare("spike", &o.redis_url).await?;
     let sandbox = start_sandbox(&o, &base)?;
     let sim = sandbox.state();
-    eprintln!(
-        "loadgen: gateway on {base}, sandbox on {}, redis prefix {prefix}, files in {}",
-        sandbox.base_url(),
-        dir.display()
-    );
+    kit::announce(&base, &sandbox.base_url(), &prefix, &dir);
     let mut env = vec![(
         "CLINIC_GATEWAY__DISPATCH__TIER_HEADROOM".to_owned(),
         o.tier_headroom.to_string(),

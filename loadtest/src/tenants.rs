@@ -971,11 +971,7 @@ pub async fn run(o: TenantsOptions) -> Result<TenantsReport> {
     let sandbox = start_sandbox(&o, &base)?;
     let sim = sandbox.state();
     let admin_key = format!("loadgen-admin-{suffix}");
-    eprintln!(
-        "loadgen: gateway on {base}, sandbox on {}, redis prefix {prefix}, files in {}",
-        sandbox.base_url(),
-        dir.display()
-    );
+    kit::announce(&base, &sandbox.base_url(), &prefix, &dir);
     let mut gw = match spawn_gateway(&o, &dir, port, &prefix, &sandbox.base_url(), &admin_key) {
         Ok(gw) => gw,
         Err(e) => {

@@ -939,11 +939,7 @@ pub async fn run(o: TouchpointsOptions) -> Result<TouchpointsReport> {
         ..
     } = prepare("touchpoints", &o.redis_url).await?;
     let sandbox = start_sandbox(&o, &base, &library)?;
-    eprintln!(
-        "loadgen: gateway on {base}, sandbox on {}, redis prefix {prefix}, files in {}",
-        sandbox.base_url(),
-        dir.display()
-    );
+    kit::announce(&base, &sandbox.base_url(), &prefix, &dir);
     let mut gw = match spawn_gateway(&o, &dir, port, &prefix, &sandbox.base_url()) {
         Ok(gw) => gw,
         Err(e) => {

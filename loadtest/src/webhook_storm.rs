@@ -825,11 +825,7 @@ pub async fn run(o: StormOptions) -> Result<StormReport> {
     } = prepare("webhook-storm", &o.redis_url).await?;
     let sandbox = start_sandbox(n, o.sim_workers)?;
     let sim = sandbox.state();
-    eprintln!(
-        "loadgen: gateway on {base}, sandbox on {}, redis prefix {prefix}, files in {}",
-        sandbox.base_url(),
-        dir.display()
-    );
+    kit::announce(&base, &sandbox.base_url(), &prefix, &dir);
     let spec = kit::GatewaySpec {
         bin: &o.gateway_bin,
         toml: gateway_toml(1, 0),

@@ -69,6 +69,19 @@ impl MessageState {
         )
     }
 
+    /// Nothing will act on the message again: delivered or read (settled by their status), failed
+    /// or expired (released). Queued, in-flight and merely sent ones still get sent or move money,
+    /// so a patient's erasure keeps them.
+    pub fn settled(self) -> bool {
+        matches!(
+            self,
+            MessageState::Delivered
+                | MessageState::Read
+                | MessageState::Failed
+                | MessageState::Expired
+        )
+    }
+
     /// Meta has the message (or had it and failed it): never send it again.
     pub fn left_gateway(self) -> bool {
         self.rank() >= MessageState::Accepted.rank()

@@ -369,7 +369,7 @@ impl Store for MemoryStore {
             .records
             .iter()
             .filter(|(_, r)| &r.message.tenant == tenant && r.message.to == *to)
-            .map(|(k, r)| (k.0.clone(), k.1.clone(), super::redis::erasable(r.state)))
+            .map(|(k, r)| (k.0.clone(), k.1.clone(), r.state.settled()))
             .collect();
         for (number, id, ended) in ours {
             if !ended {

@@ -307,6 +307,19 @@ impl TestApp {
         }
     }
 
+    /// Changes a clinic's settings through the admin API; they must be accepted.
+    pub async fn patch_clinic(&self, clinic: &str, body: serde_json::Value) {
+        let (s, v) = self
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/admin/v1/clinics/{clinic}"),
+                ADMIN_KEY,
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+
     /// A JSON request with a bearer key; returns status and body.
     pub async fn call(
         &self,

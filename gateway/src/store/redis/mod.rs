@@ -953,63 +953,70 @@ impl Store for RedisStore {
                 .await
                 .map_err(unavailable)?
         };
+        // The tenant pointers name each message's number: one MGET (they share the tenant's slot).
+        let pointers: Vec<Option<String>> = ids
+            .iter()
+            .map(|raw| {
+                MessageId::parse(raw)
+                    .ok()
+                    .map(|id| k.tenant_message(tenant, &id))
+            })
+            .collect();
+        let wanted: Vec<&String> = pointers.iter().flatten().collect();
+        let numbers: Vec<Option<String>> = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            let mut c = self.conn().await?;
+            ::redis::cmd("MGET")
+                .arg(&wanted)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?
+        };
+        let mut numbers = numbers.into_iter();
         let mut report = MessageErasure::default();
-        for raw in ids {
-            let id = MessageId::parse(&raw).ok();
-            let pointer = id.as_ref().map(|id| k.tenant_message(tenant, id));
-            let number: Option<String> = match &pointer {
-                Some(p) => {
-                    let mut c = self.conn().await?;
-                    ::redis::cmd("GET")
-                        .arg(p)
-                        .query_async(&mut c)
-                        .await
-                        .map_err(unavailable)?
-                }
+        // Every deletion in one pipeline, one command per key: record, timeline and wamid share
+        // the number's slot, the pointer and the index the tenant's, so it stays valid on a
+        // cluster.
+        let mut doomed = ::redis::pipe();
+        let mut any = false;
+        for (raw, pointer) in ids.iter().zip(&pointers) {
+            let number = match pointer {
+                Some(_) => numbers.next().flatten(),
                 None => None,
             };
             let number = number.and_then(|n| PhoneNumberId::parse(&n).ok());
+            let id = MessageId::parse(raw).ok();
             let found = match (&number, &id) {
                 (Some(n), Some(id)) => self.load_fields(n, id).await?,
                 _ => None,
             };
-            let mut doomed: Vec<String> = pointer.into_iter().collect();
             if let (Some((rec, _)), Some(n), Some(id)) = (&found, &number, &id) {
                 if &rec.message.tenant == tenant {
-                    if !erasable(rec.state) {
+                    if !rec.state.settled() {
                         report.live += 1;
                         continue;
                     }
-                    doomed.push(k.record(n, id));
-                    doomed.push(k.timeline(n, id));
+                    doomed.cmd("DEL").arg(k.record(n, id)).ignore();
+                    doomed.cmd("DEL").arg(k.timeline(n, id)).ignore();
                     if let Some(w) = &rec.wamid {
-                        doomed.push(k.wamid(n, w));
+                        doomed.cmd("DEL").arg(k.wamid(n, w)).ignore();
                     }
                     report.erased += 1;
                 }
             }
-            // Record, timeline and wamid share the number's slot; the pointer and the index
-            // the tenant's: one command per key keeps this valid on a cluster.
-            let mut p = ::redis::pipe();
-            for key in &doomed {
-                p.cmd("DEL").arg(key).ignore();
+            if let Some(p) = pointer {
+                doomed.cmd("DEL").arg(p).ignore();
             }
-            p.cmd("ZREM").arg(&index).arg(&raw).ignore();
+            doomed.cmd("ZREM").arg(&index).arg(raw).ignore();
+            any = true;
+        }
+        if any {
             let mut c = self.conn().await?;
-            let _: Value = p.query_async(&mut c).await.map_err(unavailable)?;
+            let _: Value = doomed.query_async(&mut c).await.map_err(unavailable)?;
         }
         Ok(report)
     }
-}
-
-/// An erasure may delete a message's record once nothing will act on it again: delivered or
-/// read (settled by their status), failed or expired (released). Queued, in-flight and merely
-/// sent ones still move money or get sent.
-pub(crate) fn erasable(state: MessageState) -> bool {
-    matches!(
-        state,
-        MessageState::Delivered | MessageState::Read | MessageState::Failed | MessageState::Expired
-    )
 }
 
 /// Message records one erasure looks at, at most (a patient with more keeps the rest until
