@@ -99,3 +99,46 @@ async fn an_event_for_a_failing_endpoint_is_retried_until_it_lands() {
         "{metrics}"
     );
 }
+
+/// One clinic's endpoint refusing does not hold up another's events: clinic B's lands at once
+/// while clinic A's waits for its retry, and A's is still delivered (once) when its endpoint
+/// answers. That the retries span an outage of an hour (about a day of backoff) is
+/// `callbacks::tests::backoff_doubles_to_half_an_hour_and_spans_a_day`.
+#[actix_rt::test]
+async fn a_failing_endpoint_does_not_block_another_clinics_events() {
+    let app = spawn_app("callbacks_isolated", Options::default()).await;
+    let (down_url, down_got, down_calls) = flaky_receiver(2);
+    let (up_url, up_got, _) = flaky_receiver(0);
+    for (clinic, url) in [("clinic_a", &down_url), ("clinic_b", &up_url)] {
+        app.patch_clinic(
+            clinic,
+            json!({"callback": {"url": url, "secret": "callback-secret-0123456789"}}),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let patient = PATIENT.trim_start_matches('+');
+    app.sim
+        .inject_inbound_text(NUMBER_A, patient, "Is the clinic open today?");
+    app.sim
+        .inject_inbound_text(NUMBER_B, patient, "Is the clinic open today?");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) && up_got.lock().is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(up_got.lock().len(), 1, "clinic B's event");
+    // Clinic A's endpoint refuses twice: its event is retried after 5 s and 10 s more.
+    assert!(
+        down_got.lock().is_empty(),
+        "clinic A's endpoint refused, its retries come later"
+    );
+    while start.elapsed() < Duration::from_secs(40) && down_got.lock().is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        down_got.lock().len(),
+        1,
+        "clinic A's event, retried, not lost"
+    );
+    assert_eq!(down_calls.load(Ordering::SeqCst), 3);
+}
