@@ -41,6 +41,8 @@ pub struct Application {
     server: Server,
     dispatchers: Arc<Dispatchers>,
     store: Arc<dyn Backend>,
+    /// With several nodes: this node's leases, given back after the drain.
+    ownership: Option<Arc<crate::ownership::Ownership>>,
     shutdown_grace: Duration,
     _arbiters: Vec<actix::Arbiter>,
     /// The MLLP listener (HL7 v2), when enabled; stops when the application is dropped.
@@ -117,7 +119,13 @@ impl Application {
             ..ClientConfig::default()
         })
         .map_err(|e| AppError::Client(Box::new(e)))?;
-        let node_id = format!("node-{}", ulid::Ulid::new());
+        let node_id = settings.cluster.node_id();
+        let ownership = settings.cluster.enabled.then(|| {
+            crate::ownership::Ownership::new(crate::ownership::OwnershipSettings {
+                node_id: node_id.clone(),
+                lease: Duration::from_millis(settings.cluster.lease_ms),
+            })
+        });
         let meta = Arc::new(if settings.sandbox.enabled {
             let own = format!("http://127.0.0.1:{port}/webhooks/whatsapp");
             Meta::with_sandbox_templates(client, own, &settings.templates)?
@@ -136,8 +144,23 @@ impl Application {
                 settings: settings.dispatch.clone(),
                 node_id,
                 broadcasts: Default::default(),
+                ownership: ownership.clone(),
             },
         ));
+        if let Some(ownership) = ownership.clone() {
+            // Take this node's share of the numbers before traffic arrives.
+            if let Err(e) =
+                crate::ownership::run_tick(&ownership, &*store, &directory, &dispatchers).await
+            {
+                tracing::warn!(error = %e, "first ownership round failed; retried every tick");
+            }
+            crate::ownership::spawn(
+                ownership,
+                store.clone(),
+                directory.clone(),
+                dispatchers.clone(),
+            );
+        }
         spawn_depth_sampler(store.clone(), dispatchers.clone(), metrics.clone());
         spawn_directory_refresh(
             store.clone(),
@@ -280,6 +303,7 @@ impl Application {
             server,
             dispatchers,
             store,
+            ownership,
             shutdown_grace: Duration::from_secs(settings.server.shutdown_grace_secs),
             _arbiters: arbiters,
             mllp,
@@ -318,14 +342,25 @@ impl Application {
                 let drain = self.dispatchers.drain(self.shutdown_grace);
                 let ((), (), served) = tokio::join!(stop_http, drain, &mut server);
                 served?;
+                leave(self.ownership.as_deref(), &*self.store).await;
                 tracing::info!("drained");
                 return Ok(());
             }
         }
         tracing::info!("HTTP server stopped; draining dispatchers");
         self.dispatchers.drain(self.shutdown_grace).await;
+        leave(self.ownership.as_deref(), &*self.store).await;
         tracing::info!("drained");
         Ok(())
+    }
+}
+
+/// After the drain: gives this node's leases back so the other nodes take its numbers at their
+/// next tick instead of waiting for the leases to run out.
+async fn leave(ownership: Option<&crate::ownership::Ownership>, store: &dyn Backend) {
+    if let Some(o) = ownership {
+        let released = crate::ownership::leave(o, store).await;
+        tracing::info!(released, "left the cluster");
     }
 }
 

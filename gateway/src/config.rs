@@ -43,8 +43,44 @@ pub struct Settings {
     /// HL7 v2 over MLLP: the EMR listener (off unless enabled).
     #[serde(default)]
     pub mllp: MllpSettings,
+    /// Several nodes on one Redis (off: this node dispatches every number).
+    #[serde(default)]
+    pub cluster: ClusterSettings,
     #[serde(default)]
     pub clinics: Vec<ClinicConfig>,
+}
+
+/// Running several gateway nodes against one Redis (or Redis Cluster).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ClusterSettings {
+    /// Nodes share the numbers through leases: each number is dispatched by its owner only.
+    pub enabled: bool,
+    /// How long a number's lease lasts without renewal: a dead node's numbers move to the
+    /// others after about this long (plus one renewal tick, a fifth of it).
+    pub lease_ms: u64,
+    /// This node's id (letters, digits, `-`, `_`, `.`); empty: `node-<ULID>`, new per start.
+    pub node_id: String,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lease_ms: 5_000,
+            node_id: String::new(),
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The configured node id, or a fresh one.
+    pub fn node_id(&self) -> String {
+        if self.node_id.is_empty() {
+            format!("node-{}", ulid::Ulid::new())
+        } else {
+            self.node_id.clone()
+        }
+    }
 }
 
 /// Prescriptions, lab reports and other PDFs sent to patients.
@@ -375,6 +411,26 @@ impl Settings {
                 "redis.url must start with redis:// or rediss://, got {}",
                 self.redis.url
             ));
+        }
+        if self.cluster.lease_ms < 500 {
+            return bad(format!(
+                "cluster.lease_ms must be at least 500, got {}",
+                self.cluster.lease_ms
+            ));
+        }
+        if !self
+            .cluster
+            .node_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return bad(format!(
+                "cluster.node_id may hold letters, digits, '-', '_' and '.' only, got {:?}",
+                self.cluster.node_id
+            ));
+        }
+        if self.cluster.enabled && self.store.kind != StoreKind::Redis {
+            return bad("cluster.enabled needs store.kind = \"redis\"".into());
         }
         if let Err(e) = self.pricing.validate() {
             return bad(format!("pricing: {e}"));

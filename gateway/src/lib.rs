@@ -16,6 +16,7 @@ pub mod emr;
 pub mod meta;
 pub mod metrics;
 pub mod outbound;
+pub mod ownership;
 pub mod patients;
 pub mod pdf;
 pub mod pricing;

@@ -400,10 +400,7 @@ async fn retention_removes_what_is_older_than_the_window() {
 
 /// Seconds until an outbox record expires in Redis (`-1`: never).
 async fn record_ttl(app: &TestApp, id: &str) -> i64 {
-    let client = redis::Client::open(clinic_gateway::testing::shared_redis().url.as_str())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut c = client
-        .get_multiplexed_async_connection()
+    let mut c = clinic_gateway::store::raw_connection(&clinic_gateway::testing::shared_redis().url)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     redis::cmd("TTL")

@@ -181,11 +181,17 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
     }
     let store = &core.deps.store;
     let attempt = match store
-        .begin_attempt(&entry.number, &entry.message, now_ms())
+        .begin_fenced_attempt(&entry.number, &entry.message, now_ms(), core.fence.as_ref())
         .await
     {
         Ok(Some(n)) => n,
         Ok(None) => return ack(core, entry).await,
+        Err(crate::store::StoreError::Fenced(_)) => {
+            // Another node owns the number now: stop claiming; the entry stays claimed for the
+            // new owner to reclaim, untouched.
+            core.draining.set(true);
+            return tracing::warn!(message = %entry.message, "lease lost before sending; left to the new owner");
+        }
         Err(e) => {
             return tracing::warn!(message = %entry.message, error = %e, "could not start attempt")
         }
@@ -195,6 +201,13 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
     core.wait_if_paused().await;
     let paced = Instant::now();
     core.pacer.until_tier_ready(msg.lane).await;
+    if !still_owner(core) {
+        // The lease moved while this send waited for the pacer: the new owner's pacer counts
+        // from now, so do not send beside it. The record stays `sending`; its new owner waits
+        // out the status grace and sends it then.
+        core.draining.set(true);
+        return tracing::warn!(message = %entry.message, "lease lost while pacing; left to the new owner");
+    }
     // The tier the directory has now (the pacer follows it through `SetTier`).
     let tier = crate::metrics::ops::tier_label(
         clinic
@@ -446,4 +459,12 @@ async fn bulk_budget(
             }
         },
     )
+}
+
+/// True on a single node, or while this node still holds the lease it started with.
+fn still_owner(core: &Core) -> bool {
+    match (&core.deps.ownership, &core.fence) {
+        (Some(o), Some(fence)) => o.fence(&core.number.phone_number_id).as_ref() == Some(fence),
+        _ => true,
+    }
 }

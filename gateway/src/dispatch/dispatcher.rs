@@ -38,6 +38,11 @@ pub(super) struct Core {
     pub paused_until: Cell<Option<Instant>>,
     pub draining: Cell<bool>,
     pub wake: Arc<Notify>,
+    /// The lease this node sends under (several nodes); `None` on a single node.
+    pub fence: Option<crate::store::leases::Fence>,
+    /// Set when this node just took the number over: the first reclaim takes every entry the
+    /// previous owner left claimed, however recent (the lease fences that owner out).
+    pub reclaim_all: Cell<bool>,
 }
 
 impl Core {
@@ -76,7 +81,13 @@ pub struct SetTier(pub u32);
 pub struct Drain;
 
 impl Dispatcher {
-    pub fn new(number: BusinessNumber, deps: DispatchDeps, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        number: BusinessNumber,
+        deps: DispatchDeps,
+        wake: Arc<Notify>,
+        fence: Option<crate::store::leases::Fence>,
+        took_over: bool,
+    ) -> Self {
         let s = &deps.settings;
         let pacer = Pacer::new(
             number.tier_mps,
@@ -107,6 +118,8 @@ impl Dispatcher {
                 paused_until: Cell::new(None),
                 draining: Cell::new(false),
                 wake,
+                fence,
+                reclaim_all: Cell::new(took_over),
             }),
         }
     }
@@ -199,12 +212,22 @@ async fn run(core: Rc<Core>) {
         if last_reclaim.is_none_or(|t| t.elapsed() >= reclaim_every) {
             last_reclaim = Some(Instant::now());
             core.pacer.forget_idle_recipients();
+            let idle_ms = if core.reclaim_all.replace(false) {
+                0
+            } else {
+                s.reclaim_idle_ms
+            };
             for lane in Lane::ALL {
                 match store
-                    .reclaim(&number, lane, &core.consumer, s.reclaim_idle_ms, s.batch)
+                    .reclaim(&number, lane, &core.consumer, idle_ms, s.batch)
                     .await
                 {
                     Ok(entries) => {
+                        if idle_ms == 0 && entries.len() >= s.batch {
+                            // More left behind than one batch: take the rest next round.
+                            core.reclaim_all.set(true);
+                            last_reclaim = None;
+                        }
                         for entry in entries {
                             let Ok(permit) = core.in_flight.clone().acquire_owned().await else {
                                 return;

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use crate::config::DispatchSettings;
 use crate::domain::PhoneNumberId;
 use crate::metrics::Metrics;
+use crate::store::leases::Fence;
 use crate::store::Backend;
 use crate::tenants::{BusinessNumber, ClinicSettings, Directory};
 
@@ -34,6 +35,9 @@ pub struct DispatchDeps {
     pub node_id: String,
     /// Which broadcasts were cancelled (their queued messages are ended, not sent).
     pub broadcasts: crate::broadcasts::cancel::CancelGate,
+    /// With several nodes: which numbers this node owns (only those are dispatched here).
+    /// `None`: a single node dispatches every number.
+    pub ownership: Option<Arc<crate::ownership::Ownership>>,
 }
 
 struct Running {
@@ -89,12 +93,24 @@ impl Dispatchers {
                 }
                 continue;
             }
-            let r = self.spawn(number.clone());
+            let Some(fence) = self.may_run(&number.phone_number_id) else {
+                continue;
+            };
+            let r = self.spawn(number.clone(), fence, false);
             running.insert(number.phone_number_id.clone(), r);
         }
     }
 
-    fn spawn(&self, number: BusinessNumber) -> Running {
+    /// Whether this node may dispatch `number`, and with which fence: `Some(None)` on a single
+    /// node, `Some(Some(fence))` when it owns the number, `None` when another node does.
+    fn may_run(&self, number: &PhoneNumberId) -> Option<Option<Fence>> {
+        match &self.deps.ownership {
+            None => Some(None),
+            Some(o) => o.fence(number).map(Some),
+        }
+    }
+
+    fn spawn(&self, number: BusinessNumber, fence: Option<Fence>, took_over: bool) -> Running {
         let wake = Arc::new(Notify::new());
         let deps = self.deps.clone();
         let n = number.clone();
@@ -104,8 +120,9 @@ impl Dispatchers {
             *next += 1;
             &self.arbiters[*next % self.arbiters.len()]
         };
-        let addr =
-            Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| Dispatcher::new(n, deps, w));
+        let addr = Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| {
+            Dispatcher::new(n, deps, w, fence, took_over)
+        });
         Running {
             addr,
             wake,
@@ -115,17 +132,75 @@ impl Dispatchers {
     }
 
     /// Tells a number's dispatcher that work arrived (cheap; safe from any thread), starting it
-    /// again if it had passivated.
+    /// again if it had passivated. With several nodes, a number owned elsewhere gets the news
+    /// through the store and its owner wakes it.
     pub fn wake(&self, number: &PhoneNumberId) {
+        if self.wake_owned(number) {
+            return;
+        }
+        if self.deps.ownership.is_some() {
+            let store = self.deps.store.clone();
+            let number = number.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.announce_work(&number).await {
+                    // Its owner's idle poll still finds the work, only later.
+                    tracing::warn!(number = %number, error = %e, "could not announce work");
+                }
+            });
+        }
+    }
+
+    /// Wakes the number's dispatcher if this node may run it (restarting it if it passivated);
+    /// false if it may not (another node owns it, or the number is unknown).
+    pub fn wake_owned(&self, number: &PhoneNumberId) -> bool {
+        let fence = self.may_run(number);
         let mut running = self.running.lock();
         let Some(r) = running.get_mut(number) else {
-            return;
+            return false;
+        };
+        let Some(fence) = fence else {
+            return false;
         };
         if !r.addr.connected() {
-            let fresh = self.spawn(r.number.clone());
+            let fresh = self.spawn(r.number.clone(), fence, false);
             *r = fresh;
         }
         r.wake.notify_one();
+        true
+    }
+
+    /// This node just took `number`'s lease: start its dispatcher, which first reclaims what
+    /// the previous owner left claimed.
+    pub fn take_over(&self, number: BusinessNumber, fence: Fence) {
+        let r = self.spawn(number.clone(), Some(fence), true);
+        if let Some(old) = self
+            .running
+            .lock()
+            .insert(number.phone_number_id.clone(), r)
+        {
+            old.addr.do_send(Drain);
+        }
+    }
+
+    /// Stops the number's dispatcher at once (its lease is gone; its sends are refused anyway).
+    pub fn stop(&self, number: &PhoneNumberId) {
+        if let Some(r) = self.running.lock().remove(number) {
+            r.addr.do_send(Drain);
+        }
+    }
+
+    /// Stops claiming for `number` and waits (up to `timeout`) for its in-flight sends, so the
+    /// next owner starts from acknowledged entries only.
+    pub async fn hand_off(&self, number: &PhoneNumberId, timeout: Duration) {
+        let Some(r) = self.running.lock().remove(number) else {
+            return;
+        };
+        if tokio::time::timeout(timeout, r.addr.send(Drain))
+            .await
+            .is_err()
+        {
+            tracing::warn!(number = %number, "hand-off drain timed out; the next owner reclaims the rest");
+        }
     }
 
     /// The numbers whose dispatcher is running (not passivated).

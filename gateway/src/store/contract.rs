@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use whatsapp_cloud::wire::{Content, Text};
 
+use super::leases::{Fence, LeaseStore};
 use super::{
     Accepted, AttemptOutcome, IdempotencyClaim, QueueDepth, QueueEntry, StatusOutcome, Store,
     StoreError,
@@ -1369,6 +1370,11 @@ macro_rules! contract {
 }
 
 contract!(
+    leases_are_exclusive_renewable_and_released,
+    leases_run_out_and_the_next_holder_gets_a_higher_token,
+    a_send_starts_only_under_the_current_lease,
+    live_nodes_are_those_whose_heartbeat_has_not_run_out,
+    work_announcements_reach_subscribers,
     accept_then_claim,
     accept_is_idempotent,
     queue_full_is_bounded_per_lane,
@@ -1393,6 +1399,154 @@ contract!(
     queue_entries_carry_what_ack_needs,
     erasure_takes_delivered_messages_to_the_patient_only,
 );
+
+// ---------------------------------------------------------------------------------------------
+// Ownership leases
+
+async fn leases_are_exclusive_renewable_and_released<S: Store + LeaseStore>(s: &S) {
+    let n = number("1001");
+    let a = s
+        .lease_number(&n, "node-a", 10_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = a.unwrap_or_else(|| panic!("a free lease is taken"));
+    assert_eq!(a.node, "node-a");
+    assert_eq!(s.lease_number(&n, "node-b", 10_000).await.ok(), Some(None));
+    // Renewal keeps the token.
+    assert_eq!(
+        s.lease_number(&n, "node-a", 10_000).await.ok(),
+        Some(Some(a.clone()))
+    );
+    assert_eq!(s.number_holder(&n).await.ok(), Some(Some(a.clone())));
+    // Only the holder releases.
+    assert_eq!(s.release_number(&n, "node-b").await.ok(), Some(false));
+    assert_eq!(s.release_number(&n, "node-a").await.ok(), Some(true));
+    assert_eq!(s.number_holder(&n).await.ok(), Some(None));
+    let b = s.lease_number(&n, "node-b", 10_000).await.ok().flatten();
+    let b = b.unwrap_or_else(|| panic!("a released lease is free"));
+    assert!(b.token > a.token, "{b:?} after {a:?}");
+    // Another number is another lease.
+    assert!(s
+        .lease_number(&number("1002"), "node-a", 10_000)
+        .await
+        .ok()
+        .flatten()
+        .is_some());
+}
+
+async fn leases_run_out_and_the_next_holder_gets_a_higher_token<S: Store + LeaseStore>(s: &S) {
+    let n = number("1001");
+    let a = s.lease_number(&n, "node-a", 100).await.ok().flatten();
+    let a = a.unwrap_or_else(|| panic!("taken"));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(s.number_holder(&n).await.ok(), Some(None));
+    let b = s.lease_number(&n, "node-b", 10_000).await.ok().flatten();
+    let b = b.unwrap_or_else(|| panic!("a lease that ran out is free"));
+    assert!(b.token > a.token);
+    // The old holder renewing does not get it back.
+    assert_eq!(s.lease_number(&n, "node-a", 10_000).await.ok(), Some(None));
+}
+
+async fn a_send_starts_only_under_the_current_lease<S: Store + LeaseStore>(s: &S) {
+    let m = msg(Lane::Care);
+    accept_ok(s, &m).await;
+    let a = s
+        .lease_number(&m.number, "node-a", 10_000)
+        .await
+        .ok()
+        .flatten();
+    let a = a.unwrap_or_else(|| panic!("taken"));
+    // Not the lease's value: refused, nothing written.
+    let stale = Fence {
+        node: "node-a".into(),
+        token: a.token + 7,
+    };
+    assert!(matches!(
+        s.begin_fenced_attempt(&m.number, &m.id, 10, Some(&stale)).await,
+        Err(StoreError::Fenced(ref n)) if *n == m.number
+    ));
+    let rec = s.load(&m.number, &m.id).await.ok().flatten();
+    assert_eq!(
+        rec.map(|r| (r.state, r.attempts)),
+        Some((MessageState::Queued, 0))
+    );
+    assert_eq!(
+        s.begin_fenced_attempt(&m.number, &m.id, 10, Some(&a))
+            .await
+            .ok(),
+        Some(Some(1))
+    );
+    // The lease passes to node b: a's fence no longer starts anything, b's does.
+    assert_eq!(s.release_number(&m.number, "node-a").await.ok(), Some(true));
+    let b = s
+        .lease_number(&m.number, "node-b", 10_000)
+        .await
+        .ok()
+        .flatten();
+    let b = b.unwrap_or_else(|| panic!("taken"));
+    assert!(matches!(
+        s.begin_fenced_attempt(&m.number, &m.id, 20, Some(&a)).await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert_eq!(
+        s.begin_fenced_attempt(&m.number, &m.id, 30, Some(&b))
+            .await
+            .ok(),
+        Some(Some(2))
+    );
+    // Unfenced (a single node) is unaffected by leases.
+    assert_eq!(
+        s.begin_attempt(&m.number, &m.id, 40).await.ok(),
+        Some(Some(3))
+    );
+}
+
+async fn live_nodes_are_those_whose_heartbeat_has_not_run_out<S: Store + LeaseStore>(s: &S) {
+    let now = crate::clock::now_ms();
+    s.heartbeat("node-b", now, 10_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.heartbeat("node-a", now, 10_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.heartbeat("node-gone", now - 5_000, 1_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.live_nodes(now).await.ok(),
+        Some(vec!["node-a".to_owned(), "node-b".to_owned()])
+    );
+    // Later, b's heartbeat has run out.
+    s.heartbeat("node-a", now + 20_000, 10_000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.live_nodes(now + 15_000).await.ok(),
+        Some(vec!["node-a".to_owned()])
+    );
+}
+
+async fn work_announcements_reach_subscribers<S: Store + LeaseStore>(s: &S) {
+    use futures::StreamExt;
+    let mut sub = s
+        .work_announcements()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let n = number("1001");
+    // The subscription may take a moment to be registered server-side: announce until heard.
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            s.announce_work(&n).await.unwrap_or_else(|e| panic!("{e}"));
+            if let Ok(Some(got)) =
+                tokio::time::timeout(Duration::from_millis(100), sub.next()).await
+            {
+                return got;
+            }
+        }
+    })
+    .await;
+    assert_eq!(heard.ok(), Some(n));
+}
 
 /// Delivered messages to the patient go; one still queued stays (and is counted), as do other
 /// patients' and another clinic's messages to the same phone.
@@ -1460,10 +1614,8 @@ async fn erasure_takes_delivered_messages_to_the_patient_only(s: &dyn Store) {
 mod redis_only {
     use super::*;
 
-    async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(url).unwrap_or_else(|e| panic!("{e}"));
-        client
-            .get_multiplexed_async_connection()
+    async fn raw(url: &str) -> crate::store::RedisConnection {
+        crate::store::raw_connection(url)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     }

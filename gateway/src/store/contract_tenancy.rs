@@ -944,10 +944,8 @@ contract!(
 mod redis_only {
     use super::*;
 
-    async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(url).unwrap_or_else(|e| panic!("{e}"));
-        client
-            .get_multiplexed_async_connection()
+    async fn raw(url: &str) -> crate::store::RedisConnection {
+        crate::store::raw_connection(url)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     }

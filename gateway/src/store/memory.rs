@@ -63,6 +63,8 @@ pub struct MemoryStore {
     pub(super) records: Mutex<super::memory_records::State>,
     /// The patient directory: records, phone index, change feed (see `memory_patients.rs`).
     pub(super) patients: Mutex<super::memory_patients::State>,
+    /// Number leases and live nodes (see `memory_leases.rs`).
+    pub(super) leases: Mutex<super::memory_leases::State>,
 }
 
 impl MemoryStore {
@@ -119,12 +121,19 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn begin_attempt(
+    async fn begin_fenced_attempt(
         &self,
         number: &PhoneNumberId,
         id: &MessageId,
         now_ms: i64,
+        fence: Option<&super::leases::Fence>,
     ) -> Result<Option<u32>, StoreError> {
+        if let Some(fence) = fence {
+            use super::leases::LeaseStore;
+            if self.number_holder(number).await?.as_ref() != Some(fence) {
+                return Err(StoreError::Fenced(number.clone()));
+            }
+        }
         let mut g = self.inner.lock();
         Ok(g.records
             .get_mut(&(number.clone(), id.clone()))

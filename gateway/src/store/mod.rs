@@ -3,8 +3,10 @@
 //! Redis commands. `contract` holds the tests both implementations must pass.
 
 pub mod clinical;
+pub mod leases;
 pub mod memory;
 mod memory_clinical;
+mod memory_leases;
 mod memory_patients;
 mod memory_records;
 mod memory_tenancy;
@@ -34,7 +36,7 @@ use crate::domain::{
 };
 
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{raw_connection, RedisConnection, RedisStore, CLUSTER_SCHEME};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,6 +48,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("corrupt record {key}: {why}")]
     Corrupt { key: String, why: String },
+    /// The node's lease on the number ran out or passed to another node: it must not send.
+    #[error("this node no longer owns number {0}")]
+    Fenced(PhoneNumberId),
 }
 
 /// One claimed entry of a number's lane.
@@ -133,6 +138,7 @@ pub trait Backend:
     + clinical::JobStore
     + records::RecordStore
     + patients::PatientStore
+    + leases::LeaseStore
 {
 }
 
@@ -147,6 +153,7 @@ impl<T> Backend for T where
         + clinical::JobStore
         + records::RecordStore
         + patients::PatientStore
+        + leases::LeaseStore
 {
 }
 
@@ -176,6 +183,18 @@ pub trait Store: Send + Sync + 'static {
         number: &PhoneNumberId,
         id: &MessageId,
         now_ms: i64,
+    ) -> Result<Option<u32>, StoreError> {
+        self.begin_fenced_attempt(number, id, now_ms, None).await
+    }
+
+    /// As [`Store::begin_attempt`], and only while `fence` is still the number's lease (checked
+    /// in the same atomic step): otherwise [`StoreError::Fenced`], and nothing is written.
+    async fn begin_fenced_attempt(
+        &self,
+        number: &PhoneNumberId,
+        id: &MessageId,
+        now_ms: i64,
+        fence: Option<&leases::Fence>,
     ) -> Result<Option<u32>, StoreError>;
 
     /// Records what a send attempt (or a reconciliation) concluded. Returns the state after it.

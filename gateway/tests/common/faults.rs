@@ -61,18 +61,40 @@ impl Node {
         credit: i64,
         env: &[(&str, &str)],
     ) -> Self {
-        let dir = temp_dir(name);
-        let config = dir.join("gateway.toml");
         let c = clinic("clinic_a", KEY_A, NUMBER_A, WABA_A, tier);
         let toml = format!(
             "[[clinics]]\nid = \"{}\"\nwallet_credit = {credit}\napi_key_sha256 = \"{}\"\nwaba_id = \"{}\"\napp_secret = \"{}\"\naccess_token = \"{}\"\n\
              [[clinics.numbers]]\nphone_number_id = \"{}\"\ntier_mps = {tier}\n",
             c.id, c.api_key_sha256, c.waba_id, c.app_secret, c.access_token, NUMBER_A
         );
+        Self::with_config(
+            name,
+            sandbox,
+            redis_url,
+            port,
+            &toml,
+            &unique_prefix(name),
+            env,
+        )
+    }
+
+    /// A node with its own configuration file text and key prefix (the nodes of one
+    /// deployment share the prefix and the Redis).
+    pub fn with_config(
+        name: &str,
+        sandbox: &SandboxHandle,
+        redis_url: &str,
+        port: u16,
+        toml: &str,
+        prefix: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let dir = temp_dir(name);
+        let config = dir.join("gateway.toml");
         std::fs::write(&config, toml).unwrap_or_else(|e| panic!("{e}"));
         Self {
             port,
-            prefix: unique_prefix(name),
+            prefix: prefix.to_owned(),
             redis_url: redis_url.to_owned(),
             sandbox_url: sandbox.base_url(),
             config,

@@ -149,36 +149,41 @@ pub fn start_sandbox(webhook_url: String, opts: &Options) -> SandboxHandle {
     })
     .unwrap_or_else(|e| panic!("sandbox: {e}"));
     let sim = sandbox.state();
-    let library = TemplateLibrary::load(&TemplatesSettings::default().resolved_dir())
-        .unwrap_or_else(|e| panic!("{e}"));
     sim.register_number(NUMBER_A, WABA_A, "918045550001", opts.tier_mps.max(1));
     sim.register_number(NUMBER_B, WABA_B, "918045550002", opts.tier_mps.max(1));
     for waba in [WABA_A, WABA_B] {
-        sim.add_template(
-            waba,
-            "appointment_reminder",
-            "en",
-            TemplateCategory::Utility,
-            "Hi {{1}}, see you at {{2}}.",
-            TemplateStatus::Approved,
-        );
-        // The appointment touchpoints' templates, every language, exactly as the library defines
-        // them (header format and buttons included). Not the whole library: tests create
-        // `lab_report_ready` themselves to watch Meta's review.
-        for def in library.templates().iter().filter(|t| {
-            opts.full_library
-                || [
-                    "appointment_confirmation",
-                    "visit_reminder",
-                    "appointment_rescheduled",
-                    "appointment_cancelled",
-                ]
-                .contains(&t.name.as_str())
-        }) {
-            sim.add_template_def(waba, def, TemplateStatus::Approved);
-        }
+        approve_templates(&sim, waba, opts.full_library);
     }
     sandbox
+}
+
+/// Approves on `waba` the test template `appointment_reminder` and the appointment
+/// touchpoints' templates in every language, exactly as the library defines them (header format
+/// and buttons included); the whole library with `full_library` (otherwise tests create
+/// `lab_report_ready` themselves to watch Meta's review).
+pub fn approve_templates(sim: &SandboxState, waba: &str, full_library: bool) {
+    let library = TemplateLibrary::load(&TemplatesSettings::default().resolved_dir())
+        .unwrap_or_else(|e| panic!("{e}"));
+    sim.add_template(
+        waba,
+        "appointment_reminder",
+        "en",
+        TemplateCategory::Utility,
+        "Hi {{1}}, see you at {{2}}.",
+        TemplateStatus::Approved,
+    );
+    for def in library.templates().iter().filter(|t| {
+        full_library
+            || [
+                "appointment_confirmation",
+                "visit_reminder",
+                "appointment_rescheduled",
+                "appointment_cancelled",
+            ]
+            .contains(&t.name.as_str())
+    }) {
+        sim.add_template_def(waba, def, TemplateStatus::Approved);
+    }
 }
 
 pub fn settings(base_url: &str, prefix: &str, opts: &Options) -> Settings {

@@ -58,6 +58,26 @@ impl Keys {
         Lane::ALL.map(|l| self.lane(number, l))
     }
 
+    /// String with a TTL: `<node>|<fencing token>` of the node that owns the number.
+    pub(super) fn lease(&self, number: &PhoneNumberId) -> String {
+        format!("{}:lease", self.number(number))
+    }
+
+    /// String counter: the number's last fencing token (never reused, never expires).
+    pub(super) fn fence(&self, number: &PhoneNumberId) -> String {
+        format!("{}:fence", self.number(number))
+    }
+
+    /// Pub/sub channel: numbers that got work, for their owner to wake its dispatcher.
+    pub(super) fn work_channel(&self) -> String {
+        format!("{}work", self.prefix)
+    }
+
+    /// Sorted set (no hash tag: single-key commands only): node id, score = alive until ms.
+    pub(super) fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+
     /// Sorted set: members `<lane>|<message id>|<uniquifier>`, score = due unix ms.
     pub(super) fn delayed(&self, number: &PhoneNumberId) -> String {
         format!("{}:delayed", self.number(number))

@@ -12,7 +12,9 @@
 //! atomic script (fields, timeline lines, wamid index, TTL).
 
 mod clinical;
+mod connection;
 mod keys;
+mod leases;
 mod patients;
 mod records;
 mod reply;
@@ -22,11 +24,11 @@ mod tenancy;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::Value;
 use async_trait::async_trait;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub use self::connection::{raw as raw_connection, Conn as RedisConnection, CLUSTER_SCHEME};
+use self::connection::{Conn, Connections};
 use self::keys::{delayed_member, Keys, GROUP};
 use self::reply::{corrupt, int, items, pairs, stream_entry, text, xread_entries};
 use self::scripts::Scripts;
@@ -67,14 +69,11 @@ pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
-/// A few multiplexed connections shared by every caller. Unlike a pool, taking one costs nothing:
-/// deadpool-redis checks each connection out with `UNWATCH` + `PING`, which doubled the Redis
-/// commands per message in the end-to-end benchmark. Each connection reconnects by itself.
-type Connections = Arc<[ConnectionManager]>;
-
 struct Inner {
-    conns: Connections,
-    next: AtomicUsize,
+    conns: Arc<Connections>,
+    /// A single node to subscribe to announcements on (on a cluster, any node sees every
+    /// `PUBLISH`).
+    pubsub_url: String,
     keys: Keys,
     scripts: Scripts,
     terminal_ttl_secs: u64,
@@ -214,10 +213,13 @@ enum Cas {
     Written,
     Conflict,
     Gone,
+    /// The fence given is no longer the number's lease.
+    Fenced,
 }
 
 impl RedisStore {
-    /// A store on `url` (`redis://…`, `rediss://…`, `unix://…`) whose keys all start with
+    /// A store on `url` (`redis://…`, `rediss://…`, `unix://…`, or `redis+cluster://h1:p1,h2:p2/`
+    /// for a Redis Cluster) whose keys all start with
     /// `key_prefix` (may be empty; must not contain `{` or `}`, which would break the hash tags).
     /// Connections are opened lazily; call [`Store::ping`] to check the server answers.
     pub fn connect(
@@ -230,20 +232,16 @@ impl RedisStore {
                 "key prefix {key_prefix:?} must not contain braces"
             )));
         }
-        let client = ::redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(IO_TIMEOUT))
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(2));
-        let conns: Vec<ConnectionManager> = (0..pool_size.clamp(1, MAX_CONNECTIONS))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-            .collect::<Result<_, _>>()
-            .map_err(unavailable)?;
+        let conns =
+            Connections::open(url, pool_size, MAX_CONNECTIONS, IO_TIMEOUT).map_err(unavailable)?;
+        let pubsub_url = match connection::cluster_nodes(url) {
+            Some(Ok(nodes)) => nodes.into_iter().next().unwrap_or_default(),
+            _ => url.to_owned(),
+        };
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                conns: conns.into(),
-                next: AtomicUsize::new(0),
+                conns: Arc::new(conns),
+                pubsub_url,
                 keys: Keys::new(key_prefix),
                 scripts: Scripts::new(),
                 terminal_ttl_secs: TERMINAL_TTL_SECS,
@@ -256,7 +254,7 @@ impl RedisStore {
     pub fn with_terminal_ttl(self, secs: u64) -> RedisStore {
         let inner = Inner {
             conns: self.inner.conns.clone(),
-            next: AtomicUsize::new(0),
+            pubsub_url: self.inner.pubsub_url.clone(),
             keys: self.inner.keys.clone(),
             scripts: Scripts::new(),
             terminal_ttl_secs: secs.max(1),
@@ -267,13 +265,8 @@ impl RedisStore {
         }
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let conns = &self.inner.conns;
-        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % conns.len().max(1);
-        conns
-            .get(i)
-            .cloned()
-            .ok_or_else(|| StoreError::Unavailable("no redis connection".into()))
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.inner.conns.get().await.map_err(unavailable)
     }
 
     /// Seals clinics' secrets with `keys` from now on (and opens what they sealed). Once only.
@@ -322,6 +315,17 @@ impl RedisStore {
         ver: &str,
         index: Option<&str>,
     ) -> Result<Cas, StoreError> {
+        self.commit_fenced(rec, ver, index, None).await
+    }
+
+    /// As [`Self::commit`], and only while `fence` holds the number's lease.
+    async fn commit_fenced(
+        &self,
+        rec: &MessageRecord,
+        ver: &str,
+        index: Option<&str>,
+        fence: Option<&super::leases::Fence>,
+    ) -> Result<Cas, StoreError> {
         let number = &rec.message.number;
         let id = &rec.message.id;
         let key = self.keys().record(number, id);
@@ -333,6 +337,7 @@ impl RedisStore {
             Some(wamid) => inv.key(self.keys().wamid(number, wamid)),
             None => inv.key(&key),
         };
+        inv.key(self.keys().lease(number));
         // Once Meta has it the record only waits for statuses: it expires on the retention
         // from the last one (a delivered message that is never read expires too).
         let expires = rec.state.is_terminal() || rec.state.left_gateway();
@@ -340,6 +345,7 @@ impl RedisStore {
             .arg(if expires { ttl } else { 0 })
             .arg(if index.is_some() { id.as_str() } else { "" })
             .arg(ttl)
+            .arg(fence.map(|f| f.value()).unwrap_or_default())
             .arg(set.len());
         for (f, v) in &set {
             inv.arg(*f).arg(v);
@@ -366,6 +372,7 @@ impl RedisStore {
                 Cas::Written
             }
             0 => Cas::Conflict,
+            -2 => Cas::Fenced,
             _ => Cas::Gone,
         })
     }
@@ -551,11 +558,12 @@ impl Store for RedisStore {
         Ok(record_from(&key, fields, &lines)?.map(|(rec, _)| rec))
     }
 
-    async fn begin_attempt(
+    async fn begin_fenced_attempt(
         &self,
         number: &PhoneNumberId,
         id: &MessageId,
         now_ms: i64,
+        fence: Option<&super::leases::Fence>,
     ) -> Result<Option<u32>, StoreError> {
         for _ in 0..CAS_RETRIES {
             let Some((mut rec, ver)) = self.load_fields(number, id).await? else {
@@ -564,10 +572,11 @@ impl Store for RedisStore {
             let Some(n) = transitions::begin_attempt(&mut rec, now_ms) else {
                 return Ok(None);
             };
-            match self.commit(&rec, &ver, None).await? {
+            match self.commit_fenced(&rec, &ver, None, fence).await? {
                 Cas::Written => return Ok(Some(n)),
                 Cas::Gone => return Ok(None),
                 Cas::Conflict => continue,
+                Cas::Fenced => return Err(StoreError::Fenced(number.clone())),
             }
         }
         Err(Self::contention("begin_attempt"))
@@ -592,6 +601,7 @@ impl Store for RedisStore {
                 Cas::Written => return Ok(Some(state)),
                 Cas::Gone => return Ok(None),
                 Cas::Conflict => continue,
+                Cas::Fenced => return Err(StoreError::Fenced(number.clone())),
             }
         }
         Err(Self::contention("finish_attempt"))
@@ -643,6 +653,7 @@ impl Store for RedisStore {
                 Cas::Written => return Ok(outcome),
                 Cas::Gone => return Ok(StatusOutcome::UnknownMessage),
                 Cas::Conflict => continue,
+                Cas::Fenced => return Err(StoreError::Fenced(number.clone())),
             }
         }
         Err(Self::contention("apply_status"))
@@ -975,11 +986,9 @@ impl Store for RedisStore {
         };
         let mut numbers = numbers.into_iter();
         let mut report = MessageErasure::default();
-        // Every deletion in one pipeline, one command per key: record, timeline and wamid share
-        // the number's slot, the pointer and the index the tenant's, so it stays valid on a
-        // cluster.
-        let mut doomed = ::redis::pipe();
-        let mut any = false;
+        // One command per key, pipelined on one server; the keys lie in the numbers' and the
+        // tenant's slots, so a cluster gets each command on its own node.
+        let mut doomed: Vec<::redis::Cmd> = Vec::new();
         for (raw, pointer) in ids.iter().zip(&pointers) {
             let number = match pointer {
                 Some(_) => numbers.next().flatten(),
@@ -997,23 +1006,25 @@ impl Store for RedisStore {
                         report.live += 1;
                         continue;
                     }
-                    doomed.cmd("DEL").arg(k.record(n, id)).ignore();
-                    doomed.cmd("DEL").arg(k.timeline(n, id)).ignore();
+                    doomed.push(::redis::cmd("DEL").arg(k.record(n, id)).to_owned());
+                    doomed.push(::redis::cmd("DEL").arg(k.timeline(n, id)).to_owned());
                     if let Some(w) = &rec.wamid {
-                        doomed.cmd("DEL").arg(k.wamid(n, w)).ignore();
+                        doomed.push(::redis::cmd("DEL").arg(k.wamid(n, w)).to_owned());
                     }
                     report.erased += 1;
                 }
             }
             if let Some(p) = pointer {
-                doomed.cmd("DEL").arg(p).ignore();
+                doomed.push(::redis::cmd("DEL").arg(p).to_owned());
             }
-            doomed.cmd("ZREM").arg(&index).arg(raw).ignore();
-            any = true;
+            doomed.push(::redis::cmd("ZREM").arg(&index).arg(raw).to_owned());
         }
-        if any {
-            let mut c = self.conn().await?;
-            let _: Value = doomed.query_async(&mut c).await.map_err(unavailable)?;
+        if !doomed.is_empty() {
+            self.inner
+                .conns
+                .cross_slot(&doomed, 1_000)
+                .await
+                .map_err(unavailable)?;
         }
         Ok(report)
     }

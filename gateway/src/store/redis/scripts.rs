@@ -17,6 +17,8 @@ pub(super) struct Scripts {
     pub(super) wallet_end: Script,
     pub(super) window: Script,
     pub(super) limit: Script,
+    // Ownership (see `leases.rs`).
+    pub(super) lease: Script,
 }
 
 impl Scripts {
@@ -35,6 +37,7 @@ impl Scripts {
             wallet_end: Script::new(include_str!("lua/wallet_end.lua")),
             window: Script::new(include_str!("lua/window.lua")),
             limit: Script::new(include_str!("lua/limit.lua")),
+            lease: Script::new(include_str!("lua/lease.lua")),
         }
     }
 }

@@ -306,26 +306,13 @@ impl RedisStore {
         Ok(ids)
     }
 
-    /// One command per key, pipelined in chunks; the replies in order.
+    /// One command per key (keys of any tenants), in chunks; the replies in order.
     async fn pipelined(&self, cmds: Vec<::redis::Cmd>) -> Result<Vec<Value>, StoreError> {
-        let mut out = Vec::with_capacity(cmds.len());
-        let mut c = self.conn().await?;
-        for chunk in cmds.chunks(PIPELINE_CHUNK) {
-            let mut p = ::redis::pipe();
-            for cmd in chunk {
-                p.add_command(cmd.clone());
-            }
-            let replies: Vec<Value> = p.query_async(&mut c).await.map_err(unavailable)?;
-            if replies.len() != chunk.len() {
-                return Err(StoreError::Unavailable(format!(
-                    "pipeline: {} replies to {} commands",
-                    replies.len(),
-                    chunk.len()
-                )));
-            }
-            out.extend(replies);
-        }
-        Ok(out)
+        self.inner
+            .conns
+            .cross_slot(&cmds, PIPELINE_CHUNK)
+            .await
+            .map_err(unavailable)
     }
 
     /// Runs one of the wallet scripts on a tenant's wallet, reservations (or credit

@@ -1,0 +1,66 @@
+//! Ownership leases: which node owns a business number right now, with a fencing token, and
+//! which nodes are alive. Redis is the only coordinator: a lease is a key with a TTL that its
+//! holder renews; the token grows with every new holder, and writes made on behalf of an owner
+//! (starting a send) are refused once the token they carry is no longer the lease's.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+use crate::domain::PhoneNumberId;
+
+/// A node's hold on a number: the node and the token its lease was granted with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub node: String,
+    pub token: u64,
+}
+
+impl Fence {
+    /// The lease's stored value for this holder (`<node>|<token>`; node ids have no `|`).
+    pub fn value(&self) -> String {
+        format!("{}|{}", self.node, self.token)
+    }
+}
+
+#[async_trait]
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes the number's lease for `node` if nobody holds it, or renews it if `node` does, for
+    /// `ttl_ms`. Returns the fence `node` holds it with, or `None` while another node holds it.
+    async fn lease_number(
+        &self,
+        number: &PhoneNumberId,
+        node: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<Fence>, StoreError>;
+
+    /// Gives the number's lease up if `node` holds it. True if it did.
+    async fn release_number(&self, number: &PhoneNumberId, node: &str) -> Result<bool, StoreError>;
+
+    /// The number's current holder, if any.
+    async fn number_holder(&self, number: &PhoneNumberId) -> Result<Option<Fence>, StoreError>;
+
+    /// Says `node` is alive until `now_ms + ttl_ms`.
+    async fn heartbeat(&self, node: &str, now_ms: i64, ttl_ms: u64) -> Result<(), StoreError>;
+
+    /// The nodes whose last heartbeat has not run out at `now_ms`, sorted.
+    async fn live_nodes(&self, now_ms: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Tells every node that work for `number` was queued (its owner wakes its dispatcher).
+    async fn announce_work(&self, number: &PhoneNumberId) -> Result<(), StoreError>;
+
+    /// The numbers announced by [`LeaseStore::announce_work`] from now on, on any node. Ends when
+    /// the subscription breaks; subscribe again.
+    async fn work_announcements(&self) -> Result<Announcements, StoreError>;
+}
+
+/// A stream of announced numbers.
+pub type Announcements = futures::stream::BoxStream<'static, PhoneNumberId>;
+
+/// Parses a lease value written by [`Fence::value`].
+pub fn parse_fence(value: &str) -> Option<Fence> {
+    let (node, token) = value.rsplit_once('|')?;
+    Some(Fence {
+        node: node.to_owned(),
+        token: token.parse().ok()?,
+    })
+}
