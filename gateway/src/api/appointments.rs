@@ -85,7 +85,7 @@ pub async fn book(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let body =
         super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let input: Book = super::body::parse_json_body(&body)?;
@@ -126,7 +126,7 @@ pub async fn change(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let body =
         super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let input: Change = super::body::parse_json_body(&body)?;

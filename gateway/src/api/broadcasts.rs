@@ -135,7 +135,7 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let body = super::body::read_bounded(&req, payload, 32 * 1024 * 1024).await?;
     let input: BroadcastInput = super::body::parse_json_body(&body)?;
     let dry_run = input.dry_run;

@@ -193,7 +193,7 @@ const CHUNK: usize = 200;
 /// message ended; `next_from` continues after the last one listed.
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let q = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| Problem::invalid_field("query", e.to_string()))?
         .into_inner();
@@ -293,7 +293,7 @@ pub async fn retry(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let body = read_bounded(&req, payload, state.settings.server.max_message_bytes).await?;
     let input: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RetryRequest::default()

@@ -100,7 +100,7 @@ async fn post(
     kind: Option<DocumentKind>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let limit = state.settings.documents.max_pdf_bytes;
     let multipart = req
         .headers()

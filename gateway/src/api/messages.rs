@@ -156,7 +156,7 @@ pub async fn send(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let body = read_bounded(&req, payload, state.settings.server.max_message_bytes).await?;
     let idem_key = match req.headers().get("Idempotency-Key") {
         None => None,

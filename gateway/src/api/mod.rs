@@ -61,26 +61,45 @@ pub fn api_limiter(settings: &Settings) -> DefaultKeyedRateLimiter<TenantId> {
     RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
 }
 
-/// Per-clinic API rate limit: a check, never a wait (handlers must not await a limiter).
-pub fn rate_limit(state: &AppState, tenant: &TenantId) -> Result<(), Problem> {
-    state.api_limiter.check_key(tenant).map_err(|not_until| {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
+/// Per-clinic API rate limit: a check, never a wait (handlers must not await a limiter). On one
+/// node an in-process limiter; with several nodes (`cluster.enabled`) one budget per clinic in
+/// the store, so the limit holds for the clinic whichever node its requests reach.
+pub async fn rate_limit(state: &AppState, tenant: &TenantId) -> Result<(), Problem> {
+    let api = &state.settings.api;
+    let wait = if state.settings.cluster.enabled {
+        match state
+            .store
+            .take_api_request(tenant, api.rate_per_second, api.burst)
+            .await
+        {
+            Ok(verdict) => verdict.err(),
+            Err(e) => return Err(Problem::from(e)),
+        }
+    } else {
         state
-            .metrics
-            .refusals
-            .with_label_values(&["rate-limited"])
-            .inc();
-        Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Too many requests",
-            format!(
-                "this clinic's API rate limit is {} requests/s",
-                state.settings.api.rate_per_second
-            ),
-        )
-        .retry_after(wait.as_secs().max(1))
-    })
+            .api_limiter
+            .check_key(tenant)
+            .err()
+            .map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    };
+    let Some(wait) = wait else {
+        return Ok(());
+    };
+    state
+        .metrics
+        .refusals
+        .with_label_values(&["rate-limited"])
+        .inc();
+    Err(Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests",
+        format!(
+            "this clinic's API rate limit is {} requests/s",
+            api.rate_per_second
+        ),
+    )
+    .retry_after(wait.as_secs().max(1)))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -55,7 +55,7 @@ pub async fn put(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let body =
         super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let id = path.into_inner();
@@ -78,7 +78,7 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     match state.patients.get(&clinic.id, &path.into_inner()).await? {
         Some(p) => Ok(HttpResponse::Ok().json(p)),
         None => Err(unknown_patient()),
@@ -94,7 +94,7 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let external_id = path.into_inner();
     let Some(record) = state.patients.get(&clinic.id, &external_id).await? else {
         return Err(unknown_patient());
@@ -206,7 +206,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let tz = zone(&clinic);
     let filter = q.filter(tz)?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
@@ -464,7 +464,7 @@ pub async fn import(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let format = format_of(&req)?;
     let declared = req
         .headers()

@@ -49,7 +49,7 @@ pub async fn submit(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let body =
         super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let t: CreateTemplateRequest = super::body::parse_json_body(&body)?;
@@ -90,7 +90,7 @@ pub async fn submit(
 
 pub async fn sync(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let n = catalog::sync(&*state.store, &state.meta, &clinic)
         .await
         .map_err(catalog_problem)?;

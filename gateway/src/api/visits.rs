@@ -37,7 +37,7 @@ pub async fn complete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let clinic = clinic_of(&req, &state.directory)?;
-    super::rate_limit(&state, &clinic.id)?;
+    super::rate_limit(&state, &clinic.id).await?;
     let body =
         super::body::read_bounded(&req, payload, state.settings.server.max_body_bytes).await?;
     let input: VisitInput = super::body::parse_json_body(&body)?;

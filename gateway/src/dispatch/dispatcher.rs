@@ -105,7 +105,7 @@ impl Dispatcher {
         let consumer = format!("{}-{}", deps.node_id, number.phone_number_id);
         let slots = in_flight_slots(number.tier_mps, s.tier_headroom, s.max_in_flight);
         let in_flight = Arc::new(Semaphore::new(slots));
-        Self {
+        let dispatcher = Self {
             core: Rc::new(Core {
                 number,
                 deps,
@@ -121,7 +121,14 @@ impl Dispatcher {
                 fence,
                 reclaim_all: Cell::new(took_over),
             }),
+        };
+        if took_over {
+            // Meta counts a rolling second: the previous owner may have sent a full second's
+            // worth just before it handed the number over, so the new owner's first second
+            // starts one second later.
+            dispatcher.core.pause(Duration::from_secs(1));
         }
+        dispatcher
     }
 }
 

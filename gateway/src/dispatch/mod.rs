@@ -106,7 +106,7 @@ impl Dispatchers {
     fn may_run(&self, number: &PhoneNumberId) -> Option<Option<Fence>> {
         match &self.deps.ownership {
             None => Some(None),
-            Some(o) => o.fence(number).map(Some),
+            Some(o) => o.fence_to_start(number).map(Some),
         }
     }
 

@@ -51,6 +51,9 @@ impl OwnershipSettings {
 pub struct Ownership {
     pub settings: OwnershipSettings,
     held: Mutex<HashMap<PhoneNumberId, Fence>>,
+    /// Numbers being handed off: still held (their draining sends go out under the lease) but
+    /// no new dispatcher may start for them.
+    releasing: Mutex<std::collections::HashSet<PhoneNumberId>>,
     /// Set when the node shuts down: it takes and renews nothing any more.
     leaving: std::sync::atomic::AtomicBool,
 }
@@ -60,6 +63,7 @@ impl Ownership {
         Arc::new(Self {
             settings,
             held: Mutex::new(HashMap::new()),
+            releasing: Mutex::new(std::collections::HashSet::new()),
             leaving: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -71,6 +75,14 @@ impl Ownership {
     /// The fence this node holds `number` with, if it owns it.
     pub fn fence(&self, number: &PhoneNumberId) -> Option<Fence> {
         self.held.lock().get(number).cloned()
+    }
+
+    /// The fence to start a dispatcher for `number` with: owned and not being handed off.
+    pub fn fence_to_start(&self, number: &PhoneNumberId) -> Option<Fence> {
+        if self.releasing.lock().contains(number) {
+            return None;
+        }
+        self.fence(number)
     }
 
     pub fn owns(&self, number: &PhoneNumberId) -> bool {
@@ -289,10 +301,14 @@ async fn hand_off(
     number: &PhoneNumberId,
     me: &str,
 ) -> Result<(), crate::store::StoreError> {
-    // Finish what is in flight first, so the next owner finds nothing half-sent.
+    // Finish what is in flight first, so the next owner finds nothing half-sent; meanwhile no
+    // directory refresh or wake may start the number's dispatcher here again.
+    ownership.releasing.lock().insert(number.clone());
     dispatchers.hand_off(number, ownership.settings.lease).await;
     ownership.held.lock().remove(number);
-    store.release_number(number, me).await?;
+    let released = store.release_number(number, me).await;
+    ownership.releasing.lock().remove(number);
+    released?;
     tracing::info!(number = %number, "handed the number off");
     Ok(())
 }

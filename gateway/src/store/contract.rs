@@ -7,6 +7,7 @@ use std::time::Duration;
 use whatsapp_cloud::wire::{Content, Text};
 
 use super::leases::{Fence, LeaseStore};
+use super::rate::RateStore;
 use super::{
     Accepted, AttemptOutcome, IdempotencyClaim, QueueDepth, QueueEntry, StatusOutcome, Store,
     StoreError,
@@ -1370,6 +1371,7 @@ macro_rules! contract {
 }
 
 contract!(
+    a_clinics_api_budget_is_one_for_every_caller,
     leases_are_exclusive_renewable_and_released,
     leases_run_out_and_the_next_holder_gets_a_higher_token,
     a_send_starts_only_under_the_current_lease,
@@ -1399,6 +1401,30 @@ contract!(
     queue_entries_carry_what_ack_needs,
     erasure_takes_delivered_messages_to_the_patient_only,
 );
+
+// ---------------------------------------------------------------------------------------------
+// The shared API rate limit
+
+async fn a_clinics_api_budget_is_one_for_every_caller<S: Store + RateStore>(s: &S) {
+    let a = TenantId::parse("clinic_a").unwrap_or_else(|e| panic!("{e}"));
+    let b = TenantId::parse("clinic_b").unwrap_or_else(|e| panic!("{e}"));
+    // 2/s with bursts of 3: three at once (from any caller), then a refusal with a wait.
+    for _ in 0..3 {
+        assert_eq!(s.take_api_request(&a, 2, 3).await.ok(), Some(Ok(())));
+    }
+    match s.take_api_request(&a, 2, 3).await {
+        Ok(Err(wait)) => assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        ),
+        other => panic!("the fourth request at once was not refused: {other:?}"),
+    }
+    // Another clinic has its own budget.
+    assert_eq!(s.take_api_request(&b, 2, 3).await.ok(), Some(Ok(())));
+    // Half a second later one more request fits.
+    tokio::time::sleep(Duration::from_millis(520)).await;
+    assert_eq!(s.take_api_request(&a, 2, 3).await.ok(), Some(Ok(())));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Ownership leases

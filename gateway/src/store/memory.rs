@@ -65,6 +65,8 @@ pub struct MemoryStore {
     pub(super) patients: Mutex<super::memory_patients::State>,
     /// Number leases and live nodes (see `memory_leases.rs`).
     pub(super) leases: Mutex<super::memory_leases::State>,
+    /// Clinics' shared API rate-limit states (see `memory_rate.rs`).
+    pub(super) rates: Mutex<HashMap<TenantId, i64>>,
 }
 
 impl MemoryStore {

@@ -8,9 +8,11 @@ pub mod memory;
 mod memory_clinical;
 mod memory_leases;
 mod memory_patients;
+mod memory_rate;
 mod memory_records;
 mod memory_tenancy;
 pub mod patients;
+pub mod rate;
 pub mod records;
 pub mod redis;
 pub mod tenancy;
@@ -139,6 +141,7 @@ pub trait Backend:
     + records::RecordStore
     + patients::PatientStore
     + leases::LeaseStore
+    + rate::RateStore
 {
 }
 
@@ -154,6 +157,7 @@ impl<T> Backend for T where
         + records::RecordStore
         + patients::PatientStore
         + leases::LeaseStore
+        + rate::RateStore
 {
 }
 

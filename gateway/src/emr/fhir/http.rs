@@ -24,7 +24,7 @@ use crate::api::AppState;
 use crate::tenants::ClinicSettings;
 
 /// The calling clinic, by its API key; rate-limited like the REST API.
-fn clinic_of(req: &HttpRequest, state: &AppState) -> Result<Arc<ClinicSettings>, Failure> {
+async fn clinic_of(req: &HttpRequest, state: &AppState) -> Result<Arc<ClinicSettings>, Failure> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -40,7 +40,9 @@ fn clinic_of(req: &HttpRequest, state: &AppState) -> Result<Arc<ClinicSettings>,
     let clinic = state.directory.by_api_key(key).ok_or_else(|| {
         Failure::unauthorized("the API key is not valid (or its clinic is suspended)")
     })?;
-    crate::api::rate_limit(state, &clinic.id).map_err(|p| from_problem(&p))?;
+    crate::api::rate_limit(state, &clinic.id)
+        .await
+        .map_err(|p| from_problem(&p))?;
     Ok(clinic)
 }
 
@@ -147,7 +149,7 @@ async fn one(
     resource_type: &str,
     id: Option<&str>,
 ) -> Result<HttpResponse, Failure> {
-    let clinic = clinic_of(&req, &state)?;
+    let clinic = clinic_of(&req, &state).await?;
     check_type(resource_type)?;
     let body = read_body(&req, payload, body_limit(&state)).await?;
     let (mut raw, mut resource) = parse(&body)?;
@@ -229,7 +231,7 @@ pub async fn delete(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    let clinic = clinic_of(&req, &state)?;
+    let clinic = clinic_of(&req, &state).await?;
     let (t, id) = path.into_inner();
     check_type(&t)?;
     if !is_fhir_id(&id) {
@@ -249,7 +251,7 @@ pub async fn base(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Failure> {
-    let clinic = clinic_of(&req, &state)?;
+    let clinic = clinic_of(&req, &state).await?;
     let body = read_body(&req, payload, body_limit(&state)).await?;
     let ingest = ingest(&state, &clinic);
     if body.iter().all(u8::is_ascii_whitespace) {

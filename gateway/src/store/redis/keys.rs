@@ -58,6 +58,11 @@ impl Keys {
         Lane::ALL.map(|l| self.lane(number, l))
     }
 
+    /// String with a TTL: the clinic's API rate limit state (GCRA arrival time, µs).
+    pub(super) fn api_rate(&self, tenant: &TenantId) -> String {
+        format!("{}:apirate", self.tenant(tenant))
+    }
+
     /// String with a TTL: `<node>|<fencing token>` of the node that owns the number.
     pub(super) fn lease(&self, number: &PhoneNumberId) -> String {
         format!("{}:lease", self.number(number))

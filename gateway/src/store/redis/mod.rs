@@ -16,6 +16,7 @@ mod connection;
 mod keys;
 mod leases;
 mod patients;
+mod rate;
 mod records;
 mod reply;
 mod scripts;

@@ -19,6 +19,7 @@ pub(super) struct Scripts {
     pub(super) limit: Script,
     // Ownership (see `leases.rs`).
     pub(super) lease: Script,
+    pub(super) api_rate: Script,
 }
 
 impl Scripts {
@@ -38,6 +39,7 @@ impl Scripts {
             window: Script::new(include_str!("lua/window.lua")),
             limit: Script::new(include_str!("lua/limit.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
+            api_rate: Script::new(include_str!("lua/api_rate.lua")),
         }
     }
 }
