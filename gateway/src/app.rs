@@ -147,20 +147,6 @@ impl Application {
                 ownership: ownership.clone(),
             },
         ));
-        if let Some(ownership) = ownership.clone() {
-            // Take this node's share of the numbers before traffic arrives.
-            if let Err(e) =
-                crate::ownership::run_tick(&ownership, &*store, &directory, &dispatchers).await
-            {
-                tracing::warn!(error = %e, "first ownership round failed; retried every tick");
-            }
-            crate::ownership::spawn(
-                ownership,
-                store.clone(),
-                directory.clone(),
-                dispatchers.clone(),
-            );
-        }
         spawn_depth_sampler(store.clone(), dispatchers.clone(), metrics.clone());
         spawn_directory_refresh(
             store.clone(),
@@ -241,6 +227,32 @@ impl Application {
             api_limiter: api::api_limiter(&settings),
             settings: settings.clone(),
         });
+        if let Some(ownership) = ownership.clone() {
+            let handler_state = state.clone();
+            let handler: crate::ownership::inbox::Handler =
+                std::rc::Rc::new(move |clinic, body| {
+                    let state = handler_state.clone();
+                    Box::pin(async move {
+                        api::webhook::apply_queued_inbound(&state, &clinic, &body).await
+                    })
+                });
+            let runners = std::rc::Rc::new(crate::ownership::Runners {
+                dispatchers: dispatchers.clone(),
+                inboxes: crate::ownership::inbox::Inboxes::new(
+                    store.clone(),
+                    state.directory.clone(),
+                    ownership.node(),
+                    handler,
+                ),
+            });
+            // Take this node's share of the numbers and clinics before traffic arrives.
+            if let Err(e) =
+                crate::ownership::run_tick(&ownership, &*store, &state.directory, &runners).await
+            {
+                tracing::warn!(error = %e, "first ownership round failed; retried every tick");
+            }
+            crate::ownership::spawn(ownership, store.clone(), state.directory.clone(), runners);
+        }
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()
                 .map(|n| n.get())

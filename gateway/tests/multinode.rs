@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use clinic_gateway::domain::PhoneNumberId;
-use clinic_gateway::store::leases::LeaseStore;
+use clinic_gateway::store::leases::{LeaseStore, Leased};
 use clinic_gateway::store::RedisStore;
 use clinic_gateway::testing::{unique_prefix, TestRedis};
 use common::faults::{free_port, sends_by_id, wait_all_sent, Node};
@@ -77,7 +77,7 @@ async fn holders(store: &RedisStore) -> HashMap<String, Option<String>> {
         for n in c.numbers {
             let id = PhoneNumberId::parse(n).unwrap_or_else(|e| panic!("{e}"));
             let holder = store
-                .number_holder(&id)
+                .lease_holder(&Leased::Number((id).clone()))
                 .await
                 .unwrap_or_else(|e| panic!("{e}"))
                 .map(|f| f.node);
@@ -484,4 +484,93 @@ async fn a_clinics_api_rate_limit_holds_across_nodes() {
         (5..=most).contains(&admitted),
         "{admitted} admitted in {elapsed:.2} s (one budget: 5 + 5/s, at most {most})"
     );
+}
+
+/// The sum of a counter's series in a node's `/metrics`.
+async fn counter(http: &reqwest::Client, node: &Node, name: &str) -> f64 {
+    let text = http
+        .get(format!("{}/metrics", node.base()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[actix_rt::test]
+async fn a_patients_messages_go_to_the_clinics_owner_whichever_node_meta_calls() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut d = Deployment::new("multinode_inbox", &[]);
+    d.start(&[0, 1, 2]).await;
+    d.settled_over(&[0, 1, 2]).await;
+    // A clinic owned by another node than node-1, which receives every webhook.
+    let began = Instant::now();
+    let (clinic, owner) = loop {
+        let mut found = None;
+        for c in &CLINICS {
+            let t = clinic_gateway::domain::TenantId::parse(c.id).unwrap_or_else(|e| panic!("{e}"));
+            let holder = d
+                .store
+                .lease_holder(&Leased::Tenant(t))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .map(|f| f.node);
+            if let Some(i) = NODES.iter().position(|n| Some(*n) == holder.as_deref()) {
+                if i != 0 && found.is_none() {
+                    found = Some((c, i));
+                }
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "no clinic owned outside node-1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let sim = d.sandbox.state();
+    let patient = "919811100001";
+    let texts: Vec<String> = (1..=5)
+        .map(|i| format!("question {i} for the clinic"))
+        .collect();
+    for t in &texts {
+        sim.inject_inbound_text(clinic.numbers[0], patient, t);
+    }
+    // Forwarded to the clinic's inbox (no workflow answers free text), all five.
+    let began = Instant::now();
+    loop {
+        let v: Value = d
+            .http
+            .get(format!("{}/v1/inbox", d.nodes[0].base()))
+            .bearer_auth(clinic.key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .json()
+            .await
+            .unwrap_or(Value::Null);
+        let got = v["messages"].as_array().map_or(0, |m| m.len());
+        if got >= texts.len() {
+            assert_eq!(got, texts.len(), "{v}");
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "the inbox has {got} of {}: {v}\nowner log:\n{}",
+            texts.len(),
+            d.nodes[owner].log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Handled by the clinic's owner, not by node-1 where the webhooks arrived.
+    let name = "clinic_gateway_inbound_messages_total";
+    assert_eq!(counter(&d.http, &d.nodes[owner], name).await, 5.0);
+    assert_eq!(counter(&d.http, &d.nodes[0], name).await, 0.0);
 }

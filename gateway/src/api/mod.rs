@@ -21,7 +21,7 @@ mod sandbox;
 mod templates;
 mod visits;
 mod wallet;
-mod webhook;
+pub mod webhook;
 
 use std::sync::Arc;
 

@@ -298,6 +298,44 @@ async fn apply_inbound(
     clinic: &std::sync::Arc<ClinicSettings>,
     m: &InboundMessage,
 ) -> Result<(), StoreError> {
+    if state.settings.cluster.enabled {
+        // Several nodes: the clinic's owner handles its patients' messages in order. Queued
+        // durably before Meta gets its 200; the owner is woken through Redis.
+        let body = serde_json::to_string(m)
+            .map_err(|e| StoreError::Unavailable(format!("encoding an inbound message: {e}")))?;
+        state.store.push_inbound(&clinic.id, &body).await?;
+        let what = crate::store::leases::Leased::Tenant(clinic.id.clone());
+        if let Err(e) = state.store.announce_work(&what).await {
+            // The owner's poll finds it, a little later.
+            tracing::warn!(tenant = %clinic.id, error = %e, "could not announce an inbound message");
+        }
+        return Ok(());
+    }
+    handle_inbound(state, clinic, m).await
+}
+
+/// Handles one inbound message the clinic's inbox queued (several nodes; this node owns the
+/// clinic). A body that no longer parses is dropped with a warning: retrying cannot help.
+pub async fn apply_queued_inbound(
+    state: &AppState,
+    clinic: &std::sync::Arc<ClinicSettings>,
+    body: &str,
+) -> Result<(), StoreError> {
+    match serde_json::from_str::<InboundMessage>(body) {
+        Ok(m) => handle_inbound(state, clinic, &m).await,
+        Err(e) => {
+            tracing::warn!(tenant = %clinic.id, error = %e, "dropping an unreadable queued inbound message");
+            Ok(())
+        }
+    }
+}
+
+/// A patient's message: the window, the metrics, then the clinical workflows.
+async fn handle_inbound(
+    state: &AppState,
+    clinic: &std::sync::Arc<ClinicSettings>,
+    m: &InboundMessage,
+) -> Result<(), StoreError> {
     let kind = serde_json::to_value(m.kind)
         .ok()
         .and_then(|k| k.as_str().map(str::to_owned))

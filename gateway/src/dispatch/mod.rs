@@ -142,7 +142,8 @@ impl Dispatchers {
             let store = self.deps.store.clone();
             let number = number.clone();
             tokio::spawn(async move {
-                if let Err(e) = store.announce_work(&number).await {
+                let what = crate::store::leases::Leased::Number(number.clone());
+                if let Err(e) = store.announce_work(&what).await {
                     // Its owner's idle poll still finds the work, only later.
                     tracing::warn!(number = %number, error = %e, "could not announce work");
                 }

@@ -1,5 +1,7 @@
-//! Several gateway nodes on one Redis: exactly one node owns each business number at a time and
-//! only the owner runs its Dispatcher, so per-number pacing stays exact and nothing is sent twice.
+//! Several gateway nodes on one Redis: exactly one node owns each business number and each
+//! clinic at a time. Only a number's owner runs its Dispatcher, so per-number pacing stays exact
+//! and nothing is sent twice; only a clinic's owner handles its patients' inbound messages, in
+//! the order they were queued (see [`inbox`]).
 //!
 //! Redis is the coordinator; there is no other. Each node heartbeats into a live-node set; every
 //! number has a preferred owner among the live nodes (rendezvous hashing, [`assign`]), which
@@ -13,8 +15,10 @@
 //! wakes its dispatcher.
 
 pub mod assign;
+pub mod inbox;
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +28,7 @@ use parking_lot::Mutex;
 use crate::clock::now_ms;
 use crate::dispatch::Dispatchers;
 use crate::domain::PhoneNumberId;
-use crate::store::leases::Fence;
+use crate::store::leases::{Fence, Leased};
 use crate::store::Backend;
 use crate::tenants::Directory;
 
@@ -50,10 +54,10 @@ impl OwnershipSettings {
 /// What this node owns now.
 pub struct Ownership {
     pub settings: OwnershipSettings,
-    held: Mutex<HashMap<PhoneNumberId, Fence>>,
-    /// Numbers being handed off: still held (their draining sends go out under the lease) but
-    /// no new dispatcher may start for them.
-    releasing: Mutex<std::collections::HashSet<PhoneNumberId>>,
+    held: Mutex<HashMap<Leased, Fence>>,
+    /// Being handed off: still held (a number's draining sends go out under the lease) but
+    /// nothing may start for them again here.
+    releasing: Mutex<std::collections::HashSet<Leased>>,
     /// Set when the node shuts down: it takes and renews nothing any more.
     leaving: std::sync::atomic::AtomicBool,
 }
@@ -74,30 +78,34 @@ impl Ownership {
 
     /// The fence this node holds `number` with, if it owns it.
     pub fn fence(&self, number: &PhoneNumberId) -> Option<Fence> {
-        self.held.lock().get(number).cloned()
+        self.held
+            .lock()
+            .get(&Leased::Number(number.clone()))
+            .cloned()
     }
 
     /// The fence to start a dispatcher for `number` with: owned and not being handed off.
     pub fn fence_to_start(&self, number: &PhoneNumberId) -> Option<Fence> {
-        if self.releasing.lock().contains(number) {
+        let what = Leased::Number(number.clone());
+        if self.releasing.lock().contains(&what) {
             return None;
         }
-        self.fence(number)
+        self.held.lock().get(&what).cloned()
     }
 
-    pub fn owns(&self, number: &PhoneNumberId) -> bool {
-        self.held.lock().contains_key(number)
+    pub fn owns(&self, what: &Leased) -> bool {
+        self.held.lock().contains_key(what)
     }
 
-    /// The numbers this node owns, sorted.
-    pub fn owned(&self) -> Vec<PhoneNumberId> {
-        let mut v: Vec<PhoneNumberId> = self.held.lock().keys().cloned().collect();
-        v.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    /// What this node owns, sorted by name.
+    pub fn owned(&self) -> Vec<Leased> {
+        let mut v: Vec<Leased> = self.held.lock().keys().cloned().collect();
+        v.sort_by_key(Leased::name);
         v
     }
 }
 
-/// What one tick decided for one number.
+/// What one tick decided for one number or clinic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Ours and still preferred: renew.
@@ -110,10 +118,10 @@ pub enum Step {
     Leave,
 }
 
-/// The decision for a number, from who holds it here, the live nodes and whether it is still
-/// in the directory. Pure, so the rules are tested without Redis.
-pub fn step(me: &str, held_here: bool, in_directory: bool, live: &[String], number: &str) -> Step {
-    let preferred = assign::preferred(number, live);
+/// The decision for a number or clinic (by [`Leased::name`]), from who holds it here, the live
+/// nodes and whether it is still in the directory. Pure, so the rules are tested without Redis.
+pub fn step(me: &str, held_here: bool, in_directory: bool, live: &[String], name: &str) -> Step {
+    let preferred = assign::preferred(name, live);
     match (held_here, in_directory && preferred == Some(me)) {
         (true, true) => Step::Renew,
         (true, false) => Step::HandOff,
@@ -122,21 +130,27 @@ pub fn step(me: &str, held_here: bool, in_directory: bool, live: &[String], numb
     }
 }
 
+/// What this node runs for what it owns.
+pub struct Runners {
+    pub dispatchers: Arc<Dispatchers>,
+    pub inboxes: Rc<inbox::Inboxes>,
+}
+
 /// Starts the node's ownership loop and its announcement listener. Must run inside an actix
-/// System.
+/// System (on one thread: the inbox consumers are local tasks).
 pub fn spawn(
     ownership: Arc<Ownership>,
     store: Arc<dyn Backend>,
     directory: Arc<Directory>,
-    dispatchers: Arc<Dispatchers>,
+    runners: Rc<Runners>,
 ) {
-    let (o, s, d) = (ownership.clone(), store.clone(), dispatchers.clone());
+    let (o, s, r) = (ownership.clone(), store.clone(), runners.clone());
     actix::spawn(async move {
         let mut tick = tokio::time::interval(o.settings.tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = run_tick(&o, &*s, &directory, &d).await {
+            if let Err(e) = run_tick(&o, &*s, &directory, &r).await {
                 tracing::warn!(error = %e, "ownership tick failed; leases are renewed next tick");
             }
         }
@@ -144,10 +158,16 @@ pub fn spawn(
     actix::spawn(async move {
         loop {
             match store.work_announcements().await {
-                Ok(mut numbers) => {
-                    while let Some(number) = numbers.next().await {
-                        if ownership.owns(&number) {
-                            dispatchers.wake_owned(&number);
+                Ok(mut announced) => {
+                    while let Some(what) = announced.next().await {
+                        if !ownership.owns(&what) {
+                            continue;
+                        }
+                        match &what {
+                            Leased::Number(n) => {
+                                runners.dispatchers.wake_owned(n);
+                            }
+                            Leased::Tenant(t) => runners.inboxes.wake(t),
                         }
                     }
                     tracing::warn!("work announcements ended; subscribing again");
@@ -159,12 +179,12 @@ pub fn spawn(
     });
 }
 
-/// One round: heartbeat, then renew, take or hand off each number.
+/// One round: heartbeat, then renew, take or hand off each number and clinic.
 pub async fn run_tick(
     ownership: &Ownership,
     store: &dyn Backend,
     directory: &Directory,
-    dispatchers: &Dispatchers,
+    runners: &Runners,
 ) -> Result<(), crate::store::StoreError> {
     if ownership.leaving.load(std::sync::atomic::Ordering::Acquire) {
         return Ok(());
@@ -176,52 +196,60 @@ pub async fn run_tick(
     if !live.contains(&me) {
         live.push(me.clone());
     }
-    let mut numbers: HashMap<PhoneNumberId, crate::tenants::BusinessNumber> = HashMap::new();
+    let mut numbers: HashMap<Leased, crate::tenants::BusinessNumber> = HashMap::new();
+    let mut present: std::collections::HashSet<Leased> = std::collections::HashSet::new();
     for clinic in directory.all() {
+        present.insert(Leased::Tenant(clinic.id.clone()));
         for n in &clinic.numbers {
-            numbers.insert(n.phone_number_id.clone(), n.clone());
+            let what = Leased::Number(n.phone_number_id.clone());
+            present.insert(what.clone());
+            numbers.insert(what, n.clone());
         }
     }
-    let mut all: Vec<PhoneNumberId> = numbers.keys().cloned().collect();
+    let mut all: Vec<Leased> = present.iter().cloned().collect();
     all.extend(
         ownership
             .owned()
             .into_iter()
-            .filter(|n| !numbers.contains_key(n)),
+            .filter(|w| !present.contains(w)),
     );
-    let decisions: Vec<(PhoneNumberId, Step)> = all
+    let decisions: Vec<(Leased, Step)> = all
         .into_iter()
-        .map(|n| {
+        .map(|w| {
             let s = step(
                 &me,
-                ownership.owns(&n),
-                numbers.contains_key(&n),
+                ownership.owns(&w),
+                present.contains(&w),
                 &live,
-                n.as_str(),
+                &w.name(),
             );
-            (n, s)
+            (w, s)
         })
         .collect();
     futures::stream::iter(decisions)
-        .for_each_concurrent(CONCURRENCY, |(number, step)| {
+        .for_each_concurrent(CONCURRENCY, |(what, step)| {
             let me = &me;
             let numbers = &numbers;
             async move {
                 let result = match step {
                     Step::Leave => Ok(()),
-                    Step::Renew => {
-                        renew(ownership, store, dispatchers, &number, me, lease_ms).await
+                    Step::Renew => renew(ownership, store, runners, &what, me, lease_ms).await,
+                    Step::Take => {
+                        take(
+                            ownership,
+                            store,
+                            runners,
+                            &what,
+                            numbers.get(&what),
+                            me,
+                            lease_ms,
+                        )
+                        .await
                     }
-                    Step::Take => match numbers.get(&number) {
-                        Some(business) => {
-                            take(ownership, store, dispatchers, business, me, lease_ms).await
-                        }
-                        None => Ok(()),
-                    },
-                    Step::HandOff => hand_off(ownership, store, dispatchers, &number, me).await,
+                    Step::HandOff => hand_off(ownership, store, runners, &what, me).await,
                 };
                 if let Err(e) = result {
-                    tracing::warn!(number = %number, error = %e, "lease step failed");
+                    tracing::warn!(what = %what.name(), error = %e, "lease step failed");
                 }
             }
         })
@@ -238,41 +266,49 @@ pub async fn leave(ownership: &Ownership, store: &dyn Backend) -> usize {
     if let Err(e) = store.heartbeat(ownership.node(), 0, 0).await {
         tracing::warn!(error = %e, "could not leave the live-node set; it runs out by itself");
     }
-    let held: Vec<PhoneNumberId> = ownership.held.lock().drain().map(|(n, _)| n).collect();
+    let held: Vec<Leased> = ownership.held.lock().drain().map(|(w, _)| w).collect();
     let mut released = 0;
-    for number in held {
-        match store.release_number(&number, ownership.node()).await {
+    for what in held {
+        match store.release_lease(&what, ownership.node()).await {
             Ok(true) => released += 1,
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(number = %number, error = %e, "lease not released; it runs out by itself")
+                tracing::warn!(what = %what.name(), error = %e, "lease not released; it runs out by itself")
             }
         }
     }
     released
 }
 
+/// Stops what runs for `what` here at once (its lease is gone).
+fn stop(runners: &Runners, what: &Leased) {
+    match what {
+        Leased::Number(n) => runners.dispatchers.stop(n),
+        Leased::Tenant(t) => runners.inboxes.stop(t),
+    }
+}
+
 async fn renew(
     ownership: &Ownership,
     store: &dyn Backend,
-    dispatchers: &Dispatchers,
-    number: &PhoneNumberId,
+    runners: &Runners,
+    what: &Leased,
     me: &str,
     lease_ms: u64,
 ) -> Result<(), crate::store::StoreError> {
-    let held = ownership.fence(number);
-    let now = store.lease_number(number, me, lease_ms).await?;
+    let held = ownership.held.lock().get(what).cloned();
+    let now = store.take_lease(what, me, lease_ms).await?;
     if now == held {
         return Ok(());
     }
     // The lease ran out (a long pause, Redis away): taken by another node, or granted to us
-    // again with a new token. Either way the running dispatcher's sends would be refused: stop
-    // it; if the lease is ours again, give it back so the next tick takes it cleanly.
-    tracing::warn!(number = %number, "lease lost; stopping the number's dispatcher");
-    ownership.held.lock().remove(number);
-    dispatchers.stop(number);
+    // again with a new token. Either way what runs under the old token must stop; if the lease
+    // is ours again, give it back so the next tick takes it cleanly.
+    tracing::warn!(what = %what.name(), "lease lost; stopping what ran under it");
+    ownership.held.lock().remove(what);
+    stop(runners, what);
     if now.is_some() {
-        store.release_number(number, me).await?;
+        store.release_lease(what, me).await?;
     }
     Ok(())
 }
@@ -280,16 +316,21 @@ async fn renew(
 async fn take(
     ownership: &Ownership,
     store: &dyn Backend,
-    dispatchers: &Dispatchers,
-    number: &crate::tenants::BusinessNumber,
+    runners: &Runners,
+    what: &Leased,
+    number: Option<&crate::tenants::BusinessNumber>,
     me: &str,
     lease_ms: u64,
 ) -> Result<(), crate::store::StoreError> {
-    let id = &number.phone_number_id;
-    if let Some(fence) = store.lease_number(id, me, lease_ms).await? {
-        tracing::info!(number = %id, token = fence.token, "took the number's lease");
-        ownership.held.lock().insert(id.clone(), fence.clone());
-        dispatchers.take_over(number.clone(), fence);
+    let Some(fence) = store.take_lease(what, me, lease_ms).await? else {
+        return Ok(());
+    };
+    tracing::info!(what = %what.name(), token = fence.token, "took the lease");
+    ownership.held.lock().insert(what.clone(), fence.clone());
+    match (what, number) {
+        (Leased::Number(_), Some(number)) => runners.dispatchers.take_over(number.clone(), fence),
+        (Leased::Tenant(t), _) => runners.inboxes.start(t.clone(), fence),
+        (Leased::Number(_), None) => {}
     }
     Ok(())
 }
@@ -297,19 +338,27 @@ async fn take(
 async fn hand_off(
     ownership: &Ownership,
     store: &dyn Backend,
-    dispatchers: &Dispatchers,
-    number: &PhoneNumberId,
+    runners: &Runners,
+    what: &Leased,
     me: &str,
 ) -> Result<(), crate::store::StoreError> {
-    // Finish what is in flight first, so the next owner finds nothing half-sent; meanwhile no
-    // directory refresh or wake may start the number's dispatcher here again.
-    ownership.releasing.lock().insert(number.clone());
-    dispatchers.hand_off(number, ownership.settings.lease).await;
-    ownership.held.lock().remove(number);
-    let released = store.release_number(number, me).await;
-    ownership.releasing.lock().remove(number);
+    // Finish what is in flight first, so the next owner finds nothing half-done; meanwhile
+    // nothing may start for it here again.
+    ownership.releasing.lock().insert(what.clone());
+    match what {
+        Leased::Number(n) => {
+            runners
+                .dispatchers
+                .hand_off(n, ownership.settings.lease)
+                .await
+        }
+        Leased::Tenant(t) => runners.inboxes.hand_off(t, ownership.settings.lease).await,
+    }
+    ownership.held.lock().remove(what);
+    let released = store.release_lease(what, me).await;
+    ownership.releasing.lock().remove(what);
     released?;
-    tracing::info!(number = %number, "handed the number off");
+    tracing::info!(what = %what.name(), "handed off");
     Ok(())
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use whatsapp_cloud::wire::{Content, Text};
 
-use super::leases::{Fence, LeaseStore};
+use super::inbox::InboxStore;
+use super::leases::{Fence, LeaseStore, Leased};
 use super::rate::RateStore;
 use super::{
     Accepted, AttemptOutcome, IdempotencyClaim, QueueDepth, QueueEntry, StatusOutcome, Store,
@@ -1371,6 +1372,7 @@ macro_rules! contract {
 }
 
 contract!(
+    a_clinics_inbox_is_taken_in_order_and_taken_over,
     a_clinics_api_budget_is_one_for_every_caller,
     leases_are_exclusive_renewable_and_released,
     leases_run_out_and_the_next_holder_gets_a_higher_token,
@@ -1403,6 +1405,67 @@ contract!(
 );
 
 // ---------------------------------------------------------------------------------------------
+// Clinics' inbound queues
+
+async fn a_clinics_inbox_is_taken_in_order_and_taken_over<S: Store + InboxStore>(s: &S) {
+    let a = TenantId::parse("clinic_a").unwrap_or_else(|e| panic!("{e}"));
+    let b = TenantId::parse("clinic_b").unwrap_or_else(|e| panic!("{e}"));
+    let bodies =
+        |e: &[super::inbox::InboxEntry]| e.iter().map(|x| x.body.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        s.next_inbound(&a, "node-1", true, 10).await.ok(),
+        Some(vec![])
+    );
+    for m in ["one", "two", "three"] {
+        s.push_inbound(&a, m)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    s.push_inbound(&b, "other")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = s
+        .next_inbound(&a, "node-1", false, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bodies(&first), ["one", "two", "three"]);
+    s.ack_inbound(&a, &first[0].id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Not acknowledged: read again, first, by the same consumer.
+    let again = s
+        .next_inbound(&a, "node-1", false, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bodies(&again), ["two", "three"]);
+    // Another node takes the clinic over: what node-1 left is now node-2's, in order.
+    let taken = s
+        .next_inbound(&a, "node-2", true, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bodies(&taken), ["two", "three"]);
+    for e in &taken {
+        s.ack_inbound(&a, &e.id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    s.push_inbound(&a, "four")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let next = s
+        .next_inbound(&a, "node-2", false, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bodies(&next), ["four"]);
+    // The other clinic's queue is its own.
+    let other = s
+        .next_inbound(&b, "node-2", false, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bodies(&other), ["other"]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // The shared API rate limit
 
 async fn a_clinics_api_budget_is_one_for_every_caller<S: Store + RateStore>(s: &S) {
@@ -1432,28 +1495,55 @@ async fn a_clinics_api_budget_is_one_for_every_caller<S: Store + RateStore>(s: &
 async fn leases_are_exclusive_renewable_and_released<S: Store + LeaseStore>(s: &S) {
     let n = number("1001");
     let a = s
-        .lease_number(&n, "node-a", 10_000)
+        .take_lease(&Leased::Number((n).clone()), "node-a", 10_000)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let a = a.unwrap_or_else(|| panic!("a free lease is taken"));
     assert_eq!(a.node, "node-a");
-    assert_eq!(s.lease_number(&n, "node-b", 10_000).await.ok(), Some(None));
+    assert_eq!(
+        s.take_lease(&Leased::Number((n).clone()), "node-b", 10_000)
+            .await
+            .ok(),
+        Some(None)
+    );
     // Renewal keeps the token.
     assert_eq!(
-        s.lease_number(&n, "node-a", 10_000).await.ok(),
+        s.take_lease(&Leased::Number((n).clone()), "node-a", 10_000)
+            .await
+            .ok(),
         Some(Some(a.clone()))
     );
-    assert_eq!(s.number_holder(&n).await.ok(), Some(Some(a.clone())));
+    assert_eq!(
+        s.lease_holder(&Leased::Number((n).clone())).await.ok(),
+        Some(Some(a.clone()))
+    );
     // Only the holder releases.
-    assert_eq!(s.release_number(&n, "node-b").await.ok(), Some(false));
-    assert_eq!(s.release_number(&n, "node-a").await.ok(), Some(true));
-    assert_eq!(s.number_holder(&n).await.ok(), Some(None));
-    let b = s.lease_number(&n, "node-b", 10_000).await.ok().flatten();
+    assert_eq!(
+        s.release_lease(&Leased::Number((n).clone()), "node-b")
+            .await
+            .ok(),
+        Some(false)
+    );
+    assert_eq!(
+        s.release_lease(&Leased::Number((n).clone()), "node-a")
+            .await
+            .ok(),
+        Some(true)
+    );
+    assert_eq!(
+        s.lease_holder(&Leased::Number((n).clone())).await.ok(),
+        Some(None)
+    );
+    let b = s
+        .take_lease(&Leased::Number((n).clone()), "node-b", 10_000)
+        .await
+        .ok()
+        .flatten();
     let b = b.unwrap_or_else(|| panic!("a released lease is free"));
     assert!(b.token > a.token, "{b:?} after {a:?}");
     // Another number is another lease.
     assert!(s
-        .lease_number(&number("1002"), "node-a", 10_000)
+        .take_lease(&Leased::Number((number("1002")).clone()), "node-a", 10_000)
         .await
         .ok()
         .flatten()
@@ -1462,22 +1552,38 @@ async fn leases_are_exclusive_renewable_and_released<S: Store + LeaseStore>(s: &
 
 async fn leases_run_out_and_the_next_holder_gets_a_higher_token<S: Store + LeaseStore>(s: &S) {
     let n = number("1001");
-    let a = s.lease_number(&n, "node-a", 100).await.ok().flatten();
+    let a = s
+        .take_lease(&Leased::Number((n).clone()), "node-a", 100)
+        .await
+        .ok()
+        .flatten();
     let a = a.unwrap_or_else(|| panic!("taken"));
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(s.number_holder(&n).await.ok(), Some(None));
-    let b = s.lease_number(&n, "node-b", 10_000).await.ok().flatten();
+    assert_eq!(
+        s.lease_holder(&Leased::Number((n).clone())).await.ok(),
+        Some(None)
+    );
+    let b = s
+        .take_lease(&Leased::Number((n).clone()), "node-b", 10_000)
+        .await
+        .ok()
+        .flatten();
     let b = b.unwrap_or_else(|| panic!("a lease that ran out is free"));
     assert!(b.token > a.token);
     // The old holder renewing does not get it back.
-    assert_eq!(s.lease_number(&n, "node-a", 10_000).await.ok(), Some(None));
+    assert_eq!(
+        s.take_lease(&Leased::Number((n).clone()), "node-a", 10_000)
+            .await
+            .ok(),
+        Some(None)
+    );
 }
 
 async fn a_send_starts_only_under_the_current_lease<S: Store + LeaseStore>(s: &S) {
     let m = msg(Lane::Care);
     accept_ok(s, &m).await;
     let a = s
-        .lease_number(&m.number, "node-a", 10_000)
+        .take_lease(&Leased::Number((m.number).clone()), "node-a", 10_000)
         .await
         .ok()
         .flatten();
@@ -1503,9 +1609,14 @@ async fn a_send_starts_only_under_the_current_lease<S: Store + LeaseStore>(s: &S
         Some(Some(1))
     );
     // The lease passes to node b: a's fence no longer starts anything, b's does.
-    assert_eq!(s.release_number(&m.number, "node-a").await.ok(), Some(true));
+    assert_eq!(
+        s.release_lease(&Leased::Number((m.number).clone()), "node-a")
+            .await
+            .ok(),
+        Some(true)
+    );
     let b = s
-        .lease_number(&m.number, "node-b", 10_000)
+        .take_lease(&Leased::Number((m.number).clone()), "node-b", 10_000)
         .await
         .ok()
         .flatten();
@@ -1562,7 +1673,9 @@ async fn work_announcements_reach_subscribers<S: Store + LeaseStore>(s: &S) {
     // The subscription may take a moment to be registered server-side: announce until heard.
     let heard = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            s.announce_work(&n).await.unwrap_or_else(|e| panic!("{e}"));
+            s.announce_work(&Leased::Number(n.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             if let Ok(Some(got)) =
                 tokio::time::timeout(Duration::from_millis(100), sub.next()).await
             {
@@ -1571,7 +1684,7 @@ async fn work_announcements_reach_subscribers<S: Store + LeaseStore>(s: &S) {
         }
     })
     .await;
-    assert_eq!(heard.ok(), Some(n));
+    assert_eq!(heard.ok(), Some(Leased::Number(n)));
 }
 
 /// Delivered messages to the patient go; one still queued stays (and is counted), as do other

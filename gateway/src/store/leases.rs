@@ -1,12 +1,31 @@
-//! Ownership leases: which node owns a business number right now, with a fencing token, and
-//! which nodes are alive. Redis is the only coordinator: a lease is a key with a TTL that its
+//! Ownership leases: which node owns a business number or a clinic right now, with a fencing
+//! token, and which nodes are alive. Redis is the only coordinator: a lease is a key with a TTL that its
 //! holder renews; the token grows with every new holder, and writes made on behalf of an owner
 //! (starting a send) are refused once the token they carry is no longer the lease's.
 
 use async_trait::async_trait;
 
 use super::StoreError;
-use crate::domain::PhoneNumberId;
+use crate::domain::{PhoneNumberId, TenantId};
+
+/// What a node can own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Leased {
+    /// A business number: its owner runs its Dispatcher.
+    Number(PhoneNumberId),
+    /// A clinic: its owner handles its patients' inbound messages, in order.
+    Tenant(TenantId),
+}
+
+impl Leased {
+    /// A name unique across kinds (`n:<id>`, `t:<id>`): what ownership is hashed by.
+    pub fn name(&self) -> String {
+        match self {
+            Leased::Number(n) => format!("n:{}", n.as_str()),
+            Leased::Tenant(t) => format!("t:{}", t.as_str()),
+        }
+    }
+}
 
 /// A node's hold on a number: the node and the token its lease was granted with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,20 +43,20 @@ impl Fence {
 
 #[async_trait]
 pub trait LeaseStore: Send + Sync + 'static {
-    /// Takes the number's lease for `node` if nobody holds it, or renews it if `node` does, for
+    /// Takes the lease on `what` for `node` if nobody holds it, or renews it if `node` does, for
     /// `ttl_ms`. Returns the fence `node` holds it with, or `None` while another node holds it.
-    async fn lease_number(
+    async fn take_lease(
         &self,
-        number: &PhoneNumberId,
+        what: &Leased,
         node: &str,
         ttl_ms: u64,
     ) -> Result<Option<Fence>, StoreError>;
 
-    /// Gives the number's lease up if `node` holds it. True if it did.
-    async fn release_number(&self, number: &PhoneNumberId, node: &str) -> Result<bool, StoreError>;
+    /// Gives the lease on `what` up if `node` holds it. True if it did.
+    async fn release_lease(&self, what: &Leased, node: &str) -> Result<bool, StoreError>;
 
-    /// The number's current holder, if any.
-    async fn number_holder(&self, number: &PhoneNumberId) -> Result<Option<Fence>, StoreError>;
+    /// The current holder of `what`, if any.
+    async fn lease_holder(&self, what: &Leased) -> Result<Option<Fence>, StoreError>;
 
     /// Says `node` is alive until `now_ms + ttl_ms`.
     async fn heartbeat(&self, node: &str, now_ms: i64, ttl_ms: u64) -> Result<(), StoreError>;
@@ -45,16 +64,26 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// The nodes whose last heartbeat has not run out at `now_ms`, sorted.
     async fn live_nodes(&self, now_ms: i64) -> Result<Vec<String>, StoreError>;
 
-    /// Tells every node that work for `number` was queued (its owner wakes its dispatcher).
-    async fn announce_work(&self, number: &PhoneNumberId) -> Result<(), StoreError>;
+    /// Tells every node that work for `what` was queued (its owner wakes the dispatcher or the
+    /// inbox consumer).
+    async fn announce_work(&self, what: &Leased) -> Result<(), StoreError>;
 
-    /// The numbers announced by [`LeaseStore::announce_work`] from now on, on any node. Ends when
-    /// the subscription breaks; subscribe again.
+    /// What [`LeaseStore::announce_work`] announces from now on, on any node. Ends when the
+    /// subscription breaks; subscribe again.
     async fn work_announcements(&self) -> Result<Announcements, StoreError>;
 }
 
-/// A stream of announced numbers.
-pub type Announcements = futures::stream::BoxStream<'static, PhoneNumberId>;
+/// A stream of announced numbers and clinics.
+pub type Announcements = futures::stream::BoxStream<'static, Leased>;
+
+/// Parses [`Leased::name`].
+pub fn parse_leased(name: &str) -> Option<Leased> {
+    match name.split_once(':')? {
+        ("n", id) => PhoneNumberId::parse(id).ok().map(Leased::Number),
+        ("t", id) => TenantId::parse(id).ok().map(Leased::Tenant),
+        _ => None,
+    }
+}
 
 /// Parses a lease value written by [`Fence::value`].
 pub fn parse_fence(value: &str) -> Option<Fence> {

@@ -67,6 +67,8 @@ pub struct MemoryStore {
     pub(super) leases: Mutex<super::memory_leases::State>,
     /// Clinics' shared API rate-limit states (see `memory_rate.rs`).
     pub(super) rates: Mutex<HashMap<TenantId, i64>>,
+    /// Clinics' inbound queues (see `memory_inbox.rs`).
+    pub(super) inbox: Mutex<super::memory_inbox::State>,
 }
 
 impl MemoryStore {
@@ -131,8 +133,9 @@ impl Store for MemoryStore {
         fence: Option<&super::leases::Fence>,
     ) -> Result<Option<u32>, StoreError> {
         if let Some(fence) = fence {
-            use super::leases::LeaseStore;
-            if self.number_holder(number).await?.as_ref() != Some(fence) {
+            use super::leases::{LeaseStore, Leased};
+            let holder = self.lease_holder(&Leased::Number(number.clone())).await?;
+            if holder.as_ref() != Some(fence) {
                 return Err(StoreError::Fenced(number.clone()));
             }
         }

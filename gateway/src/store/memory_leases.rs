@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::leases::{Announcements, Fence, LeaseStore};
+use super::leases::{Announcements, Fence, LeaseStore, Leased};
 use super::memory::MemoryStore;
 use super::StoreError;
-use crate::domain::PhoneNumberId;
 
 /// A held lease and when it runs out.
 #[derive(Debug, Clone)]
@@ -18,10 +17,10 @@ struct HeldLease {
 }
 
 pub(super) struct State {
-    announcements: tokio::sync::broadcast::Sender<PhoneNumberId>,
-    leases: std::collections::HashMap<PhoneNumberId, HeldLease>,
-    /// The last token granted per number (never reused).
-    fences: std::collections::HashMap<PhoneNumberId, u64>,
+    announcements: tokio::sync::broadcast::Sender<Leased>,
+    leases: std::collections::HashMap<Leased, HeldLease>,
+    /// The last token granted per leased thing (never reused).
+    fences: std::collections::HashMap<Leased, u64>,
     /// Node → alive until (unix ms).
     nodes: std::collections::HashMap<String, i64>,
 }
@@ -39,9 +38,9 @@ impl Default for State {
 
 #[async_trait]
 impl LeaseStore for MemoryStore {
-    async fn lease_number(
+    async fn take_lease(
         &self,
-        number: &PhoneNumberId,
+        number: &Leased,
         node: &str,
         ttl_ms: u64,
     ) -> Result<Option<Fence>, StoreError> {
@@ -80,7 +79,7 @@ impl LeaseStore for MemoryStore {
         }
     }
 
-    async fn release_number(&self, number: &PhoneNumberId, node: &str) -> Result<bool, StoreError> {
+    async fn release_lease(&self, number: &Leased, node: &str) -> Result<bool, StoreError> {
         let mut g = self.leases.lock();
         let ours = g
             .leases
@@ -92,7 +91,7 @@ impl LeaseStore for MemoryStore {
         Ok(ours)
     }
 
-    async fn number_holder(&self, number: &PhoneNumberId) -> Result<Option<Fence>, StoreError> {
+    async fn lease_holder(&self, number: &Leased) -> Result<Option<Fence>, StoreError> {
         let g = self.leases.lock();
         Ok(g.leases
             .get(number)
@@ -114,7 +113,7 @@ impl LeaseStore for MemoryStore {
         Ok(nodes)
     }
 
-    async fn announce_work(&self, number: &PhoneNumberId) -> Result<(), StoreError> {
+    async fn announce_work(&self, number: &Leased) -> Result<(), StoreError> {
         // No subscriber is not an error: nobody needs waking.
         let _ = self.leases.lock().announcements.send(number.clone());
         Ok(())

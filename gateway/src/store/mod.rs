@@ -3,9 +3,11 @@
 //! Redis commands. `contract` holds the tests both implementations must pass.
 
 pub mod clinical;
+pub mod inbox;
 pub mod leases;
 pub mod memory;
 mod memory_clinical;
+mod memory_inbox;
 mod memory_leases;
 mod memory_patients;
 mod memory_rate;
@@ -142,6 +144,7 @@ pub trait Backend:
     + patients::PatientStore
     + leases::LeaseStore
     + rate::RateStore
+    + inbox::InboxStore
 {
 }
 
@@ -158,6 +161,7 @@ impl<T> Backend for T where
         + patients::PatientStore
         + leases::LeaseStore
         + rate::RateStore
+        + inbox::InboxStore
 {
 }
 

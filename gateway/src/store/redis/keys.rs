@@ -9,10 +9,13 @@
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Lane, MessageId, PhoneNumberId, TenantId};
+use crate::store::leases::Leased;
 use crate::store::memory_tenancy::{key_part, patient_part};
 
 /// The consumer group of every lane stream.
 pub(super) const GROUP: &str = "dispatch";
+/// The consumer group of the clinics' inbound queues.
+pub(super) const INBOX_GROUP: &str = "inbox";
 
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
@@ -63,14 +66,28 @@ impl Keys {
         format!("{}:apirate", self.tenant(tenant))
     }
 
-    /// String with a TTL: `<node>|<fencing token>` of the node that owns the number.
-    pub(super) fn lease(&self, number: &PhoneNumberId) -> String {
-        format!("{}:lease", self.number(number))
+    /// The hash tag a leased thing's keys live under (its own slot).
+    fn leased(&self, what: &Leased) -> String {
+        match what {
+            Leased::Number(n) => self.number(n),
+            Leased::Tenant(t) => self.tenant(t),
+        }
     }
 
-    /// String counter: the number's last fencing token (never reused, never expires).
-    pub(super) fn fence(&self, number: &PhoneNumberId) -> String {
-        format!("{}:fence", self.number(number))
+    /// String with a TTL: `<node>|<fencing token>` of the node that owns a number or clinic.
+    pub(super) fn lease(&self, what: &Leased) -> String {
+        format!("{}:lease", self.leased(what))
+    }
+
+    /// String counter: the last fencing token granted (never reused, never expires).
+    pub(super) fn fence(&self, what: &Leased) -> String {
+        format!("{}:fence", self.leased(what))
+    }
+
+    /// Stream with consumer group [`INBOX_GROUP`]: a clinic's inbound webhook messages waiting
+    /// for the clinic's owner (several nodes), field `m` = the message JSON.
+    pub(super) fn inbox_queue(&self, tenant: &TenantId) -> String {
+        format!("{}:inq", self.tenant(tenant))
     }
 
     /// Pub/sub channel: numbers that got work, for their owner to wake its dispatcher.

@@ -7,14 +7,13 @@ use futures::StreamExt;
 
 use super::reply::{corrupt, int, items, text};
 use super::{unavailable, RedisStore};
-use crate::domain::PhoneNumberId;
-use crate::store::leases::{parse_fence, Announcements, Fence, LeaseStore};
+use crate::store::leases::{parse_fence, parse_leased, Announcements, Fence, LeaseStore, Leased};
 use crate::store::StoreError;
 
 impl RedisStore {
     async fn lease_script(
         &self,
-        number: &PhoneNumberId,
+        number: &Leased,
         node: &str,
         ttl_ms: u64,
         op: &str,
@@ -37,9 +36,9 @@ impl RedisStore {
 
 #[async_trait]
 impl LeaseStore for RedisStore {
-    async fn lease_number(
+    async fn take_lease(
         &self,
-        number: &PhoneNumberId,
+        number: &Leased,
         node: &str,
         ttl_ms: u64,
     ) -> Result<Option<Fence>, StoreError> {
@@ -55,12 +54,12 @@ impl LeaseStore for RedisStore {
         }
     }
 
-    async fn release_number(&self, number: &PhoneNumberId, node: &str) -> Result<bool, StoreError> {
+    async fn release_lease(&self, number: &Leased, node: &str) -> Result<bool, StoreError> {
         let v = self.lease_script(number, node, 1, "release").await?;
         Ok(int(&v) == Some(1))
     }
 
-    async fn number_holder(&self, number: &PhoneNumberId) -> Result<Option<Fence>, StoreError> {
+    async fn lease_holder(&self, number: &Leased) -> Result<Option<Fence>, StoreError> {
         let v = self.lease_script(number, "", 1, "holder").await?;
         let key = self.keys().lease(number);
         match v {
@@ -116,11 +115,11 @@ impl LeaseStore for RedisStore {
         Ok(nodes)
     }
 
-    async fn announce_work(&self, number: &PhoneNumberId) -> Result<(), StoreError> {
+    async fn announce_work(&self, what: &Leased) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let _: Value = ::redis::cmd("PUBLISH")
             .arg(self.keys().work_channel())
-            .arg(number.as_str())
+            .arg(what.name())
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
@@ -136,7 +135,7 @@ impl LeaseStore for RedisStore {
         Ok(Box::pin(sub.into_on_message().filter_map(
             |msg| async move {
                 let raw: String = msg.get_payload().ok()?;
-                PhoneNumberId::parse(&raw).ok()
+                parse_leased(&raw)
             },
         )))
     }

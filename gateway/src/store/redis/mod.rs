@@ -13,6 +13,7 @@
 
 mod clinical;
 mod connection;
+mod inbox;
 mod keys;
 mod leases;
 mod patients;
@@ -338,7 +339,10 @@ impl RedisStore {
             Some(wamid) => inv.key(self.keys().wamid(number, wamid)),
             None => inv.key(&key),
         };
-        inv.key(self.keys().lease(number));
+        inv.key(
+            self.keys()
+                .lease(&super::leases::Leased::Number(number.clone())),
+        );
         // Once Meta has it the record only waits for statuses: it expires on the retention
         // from the last one (a delivered message that is never read expires too).
         let expires = rec.state.is_terminal() || rec.state.left_gateway();

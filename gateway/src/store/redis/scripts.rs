@@ -20,6 +20,7 @@ pub(super) struct Scripts {
     // Ownership (see `leases.rs`).
     pub(super) lease: Script,
     pub(super) api_rate: Script,
+    pub(super) inbox_push: Script,
 }
 
 impl Scripts {
@@ -40,6 +41,7 @@ impl Scripts {
             limit: Script::new(include_str!("lua/limit.lua")),
             lease: Script::new(include_str!("lua/lease.lua")),
             api_rate: Script::new(include_str!("lua/api_rate.lua")),
+            inbox_push: Script::new(include_str!("lua/inbox_push.lua")),
         }
     }
 }
