@@ -48,6 +48,18 @@ pub struct E2eOptions {
     pub delivery_timeout: Option<Duration>,
     pub keep_redis_keys: bool,
     pub keep_files: bool,
+    /// Gateway processes on the same Redis and prefix; more than one runs them in cluster mode
+    /// (issue #11) as `node-1..N`.
+    pub nodes: usize,
+    /// Cluster mode (leases, pub/sub announcements) even with one node, to measure its cost.
+    pub cluster: bool,
+}
+
+impl E2eOptions {
+    /// Whether the gateways run with `cluster.enabled`.
+    pub fn clustered(&self) -> bool {
+        self.cluster || self.nodes > 1
+    }
 }
 
 pub fn number_id(i: usize) -> String {
@@ -170,12 +182,28 @@ pub(crate) struct CpuSample {
 }
 
 pub(crate) fn sample(gateway: Option<u32>, redis: Option<u32>) -> CpuSample {
+    sample_all(gateway.as_slice(), redis.as_slice())
+}
+
+/// A sample summed over several gateway processes (nodes) and Redis servers (cluster masters);
+/// a total is `None` when there is no such process or one of them is gone.
+pub(crate) fn sample_all(gateways: &[u32], redis: &[u32]) -> CpuSample {
     let (sim, own) = procstat::own_ticks_split();
+    let total = |pids: &[u32]| -> Option<u64> {
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter().map(|p| procstat::process_ticks(*p)).sum()
+    };
     CpuSample {
         at: Instant::now(),
-        gateway_threads: gateway.map(procstat::thread_ticks).unwrap_or_default(),
-        gateway: gateway.and_then(procstat::process_ticks),
-        redis: redis.and_then(procstat::process_ticks),
+        // Thread ids are unique machine-wide, so the nodes' threads can share one map.
+        gateway_threads: gateways
+            .iter()
+            .flat_map(|p| procstat::thread_ticks(*p))
+            .collect(),
+        gateway: total(gateways),
+        redis: total(redis),
         sim,
         own,
     }
@@ -200,6 +228,19 @@ pub(crate) fn cpu_between(a: &CpuSample, b: &CpuSample) -> CpuReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct E2eReport {
     pub scenario: &'static str,
+    /// Gateway processes sharing the Redis prefix; API requests went round-robin over them and
+    /// the sandbox's webhooks to the first.
+    pub nodes: usize,
+    /// Whether they ran in cluster mode (number leases, announcements).
+    pub cluster: bool,
+    /// Redis servers the run used (masters of a Redis Cluster, or 1).
+    pub redis_masters: usize,
+    /// Numbers per owning node when sending began (cluster mode only).
+    pub owners: BTreeMap<String, usize>,
+    /// From all nodes ready to ownership settled (cluster mode only).
+    pub ownership_settle_s: Option<f64>,
+    /// Numbers whose owner after the run was not the one at the start (cluster mode only).
+    pub owners_moved: usize,
     pub numbers: usize,
     pub tier_mps: u32,
     /// numbers × tier × 0.9 (the gateway's headroom); `None` when unlimited.
@@ -270,6 +311,28 @@ impl std::fmt::Display for E2eReport {
             self.messages,
             self.concurrency
         )?;
+        let masters = if self.redis_masters > 1 {
+            format!(", Redis Cluster of {} masters", self.redis_masters)
+        } else {
+            String::new()
+        };
+        if self.cluster {
+            let owners: Vec<String> = self
+                .owners
+                .iter()
+                .map(|(n, c)| format!("{n} {c}"))
+                .collect();
+            writeln!(
+                f,
+                "  nodes:    {} in cluster mode{masters}; numbers owned {} (settled in {:.1} s), {} moved during the run",
+                self.nodes,
+                owners.join(", "),
+                self.ownership_settle_s.unwrap_or(0.0),
+                self.owners_moved
+            )?;
+        } else {
+            writeln!(f, "  nodes:    {} (cluster mode off){masters}", self.nodes)?;
+        }
         if let Some(r) = self.target_rate {
             writeln!(f, "  gateway target rate (90 % of tiers): {r:.0} msgs/s")?;
         }
@@ -407,8 +470,12 @@ fn spawn_gateway(
     port: u16,
     prefix: &str,
     sandbox_url: &str,
+    node: Option<&str>,
 ) -> Result<Gateway> {
     let mut env = Vec::new();
+    if let Some(node) = node {
+        env.extend(crate::nodes::cluster_env(node));
+    }
     if let Some(w) = o.gateway_workers {
         env.push(("CLINIC_GATEWAY__SERVER__WORKERS".to_owned(), w.to_string()));
     }
@@ -462,10 +529,11 @@ pub(crate) async fn redis_info_field(
 
 async fn send_all(
     http: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     o: &E2eOptions,
 ) -> Result<(Vec<WorkerOut>, f64)> {
-    let url: Arc<str> = format!("{base}/v1/messages").into();
+    let urls: Arc<Vec<String>> =
+        Arc::new(bases.iter().map(|b| format!("{b}/v1/messages")).collect());
     let auth: Arc<Vec<String>> = Arc::new(
         (0..o.numbers)
             .map(|i| format!("Bearer {}", api_key(i)))
@@ -477,9 +545,9 @@ async fn send_all(
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(o.concurrency);
     for _ in 0..o.concurrency {
-        let (http, url, auth, pnids, next) = (
+        let (http, urls, auth, pnids, next) = (
             http.clone(),
-            url.clone(),
+            urls.clone(),
             auth.clone(),
             pnids.clone(),
             next.clone(),
@@ -492,6 +560,10 @@ async fn send_all(
                     break;
                 }
                 let n = i % pnids.len();
+                // Round-robin over the nodes, shifted by one per pass over the numbers so each
+                // number's messages also go in through every node (with `i % nodes` alone, two
+                // nodes and an even count of numbers would give each number one node).
+                let url = &urls[(i + i / pnids.len()) % urls.len()];
                 let body = match template_body(i, &pnids[n]) {
                     Ok(b) => b,
                     Err(e) => {
@@ -502,7 +574,7 @@ async fn send_all(
                 };
                 let t0 = Instant::now();
                 let r = http
-                    .post(&*url)
+                    .post(url)
                     .header("authorization", &auth[n])
                     .header("content-type", "application/json")
                     .body(body)
@@ -567,7 +639,13 @@ pub(crate) async fn prepare(scenario: &str, redis_url: &str) -> Result<RunSetup>
     let suffix = unique_suffix();
     let dir = std::env::temp_dir().join(format!("loadgen-{scenario}-{suffix}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut redis = redis_connection(redis_url).await?;
+    // A Redis Cluster URL: measure and clean up on its first master (e2e visits them all).
+    let first = crate::nodes::redis_masters(redis_url)
+        .await?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{redis_url}: no Redis server"))?;
+    let mut redis = redis_connection(&first).await?;
     let redis_pid = redis_info_field(&mut redis, "server", "process_id")
         .await
         .and_then(|p| u32::try_from(p).ok());
@@ -587,38 +665,99 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
     if o.numbers == 0 || o.messages == 0 || o.concurrency == 0 {
         bail!("--numbers, --messages and --concurrency must be at least 1");
     }
+    if o.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
     let RunSetup {
         port,
         base,
         prefix,
         dir,
-        mut redis,
-        redis_pid,
         ..
     } = prepare("e2e", &o.redis_url).await?;
+    // Every master of a Redis Cluster: statistics, lease reads and clean-up are per server.
+    let mut masters = crate::nodes::Masters::connect(&o.redis_url).await?;
+    let mut ports = vec![port];
+    for _ in 1..o.nodes {
+        ports.push(free_port()?);
+    }
+    let bases: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let node_ids: Vec<String> = (0..o.nodes).map(crate::nodes::node_id).collect();
+    // Meta's webhooks go to node 1 (a load balancer's job in production; any node takes them).
     let sandbox = start_sandbox(&o, &base)?;
     let sim = sandbox.state();
 
     kit::announce(&base, &sandbox.base_url(), &prefix, &dir);
-    let mut gw = match spawn_gateway(&o, &dir, port, &prefix, &sandbox.base_url()) {
-        Ok(gw) => gw,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
+    let mut gws = Vec::with_capacity(o.nodes);
+    for (k, port) in ports.iter().enumerate() {
+        // Each node writes its own gateway.toml and gateway.log, so each gets a directory.
+        let node_dir = if o.nodes > 1 {
+            dir.join(&node_ids[k])
+        } else {
+            dir.clone()
+        };
+        let spawned = std::fs::create_dir_all(&node_dir)
+            .with_context(|| format!("creating {}", node_dir.display()))
+            .and_then(|()| {
+                spawn_gateway(
+                    &o,
+                    &node_dir,
+                    *port,
+                    &prefix,
+                    &sandbox.base_url(),
+                    o.clustered().then_some(node_ids[k].as_str()),
+                )
+            });
+        match spawned {
+            Ok(gw) => gws.push(gw),
+            Err(e) => {
+                drop(gws);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
         }
-    };
+    }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(o.concurrency)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
         .build()?;
-    kit::wait_ready(&http, &base, &mut gw, Duration::from_secs(20)).await?;
-    eprintln!("loadgen: gateway ready; sending {} messages", o.messages);
+    for (b, gw) in bases.iter().zip(gws.iter_mut()) {
+        kit::wait_ready(&http, b, gw, Duration::from_secs(20)).await?;
+    }
+    let pnids: Vec<String> = (0..o.numbers).map(number_id).collect();
+    let (owners_at_start, ownership_settle_s) = if o.clustered() {
+        let (h, s) = crate::nodes::wait_for_owners(
+            &mut masters,
+            &prefix,
+            &pnids,
+            &node_ids,
+            &mut gws,
+            Duration::from_secs(60),
+        )
+        .await?;
+        eprintln!(
+            "loadgen: ownership settled in {s:.1} s: {:?}",
+            crate::nodes::owner_counts(&h)
+        );
+        (h, Some(s))
+    } else {
+        (Vec::new(), None)
+    };
+    eprintln!(
+        "loadgen: {} gateway node(s) ready; sending {} messages",
+        o.nodes, o.messages
+    );
+    let gw_pids: Vec<u32> = gws.iter().filter_map(Gateway::pid).collect();
+    let redis_pids = masters.pids.clone();
 
-    let cpu0 = sample(gw.pid(), redis_pid);
-    let commands0 = redis_info_field(&mut redis, "stats", "total_commands_processed").await;
-    let (outs, send_phase_s) = send_all(&http, &base, &o).await?;
-    let cpu_sent = sample(gw.pid(), redis_pid);
+    let cpu0 = sample_all(&gw_pids, &redis_pids);
+    let commands0 = masters.info_sum("stats", "total_commands_processed").await;
+    let (outs, send_phase_s) = send_all(&http, &bases, &o).await?;
+    let cpu_sent = sample_all(&gw_pids, &redis_pids);
     let mut api_latency = Latencies::new();
     let mut api_errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut first_api_error = None;
@@ -671,17 +810,36 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
             );
             break;
         }
-        if let Some(status) = gw.exited() {
-            eprintln!("loadgen: the gateway exited ({status}) during the run");
+        if let Some((k, status)) = gws
+            .iter_mut()
+            .enumerate()
+            .find_map(|(k, gw)| gw.exited().map(|s| (k, s)))
+        {
+            eprintln!(
+                "loadgen: gateway {} exited ({status}) during the run",
+                node_ids[k]
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let cpu1 = sample(gw.pid(), redis_pid);
-    let commands1 = redis_info_field(&mut redis, "stats", "total_commands_processed").await;
+    let cpu1 = sample_all(&gw_pids, &redis_pids);
+    let commands1 = masters.info_sum("stats", "total_commands_processed").await;
     // A short settle so late duplicates and rejections of the last sends are visible.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    gw.stop();
+    let owners_moved = if o.clustered() {
+        let after = masters.lease_holders(&prefix, &pnids).await;
+        owners_at_start
+            .iter()
+            .zip(&after)
+            .filter(|(a, b)| a != b)
+            .count()
+    } else {
+        0
+    };
+    for gw in &mut gws {
+        gw.stop();
+    }
 
     // Judge by the sandbox's records.
     let records = sim.sent();
@@ -777,12 +935,39 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
         ));
     }
 
-    let redis_keys_deleted = finish::delete_run_keys(&mut redis, &prefix, o.keep_redis_keys).await;
-    let gateway_log = finish::tidy_run_dir(&gw, &dir, &problems, o.keep_files);
+    let mut redis_keys_deleted = Some(0);
+    for con in &mut masters.cons {
+        let n = finish::delete_run_keys(con, &prefix, o.keep_redis_keys).await;
+        redis_keys_deleted = redis_keys_deleted.zip(n).map(|(a, b)| a + b);
+    }
+    // The other nodes' log tails first; node 1's comes with the directory's tidy-up.
+    if !problems.is_empty() {
+        for (k, gw) in gws.iter().enumerate().skip(1) {
+            eprintln!(
+                "loadgen: last {} log lines ({}):\n{}",
+                node_ids[k],
+                gw.log.display(),
+                gw.log_tail(20)
+            );
+        }
+    }
+    let Some(first) = gws.first() else {
+        bail!("no gateway was started");
+    };
+    let mut gateway_log = finish::tidy_run_dir(first, &dir, &problems, o.keep_files);
+    if gws.len() > 1 {
+        gateway_log.push_str(" (node-2.. in sibling directories)");
+    }
     sandbox.stop();
 
     Ok(E2eReport {
         scenario: "e2e",
+        nodes: o.nodes,
+        cluster: o.clustered(),
+        redis_masters: masters.cons.len(),
+        owners: crate::nodes::owner_counts(&owners_at_start),
+        ownership_settle_s,
+        owners_moved,
         numbers: o.numbers,
         tier_mps: o.tier_mps,
         target_rate: expected_rate(o.numbers, o.tier_mps),

@@ -26,8 +26,14 @@ pub(crate) async fn delete_prefix(
             .query_async(con)
             .await?;
         if !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK").arg(&keys).query_async(con).await?;
-            deleted += n;
+            // One UNLINK per key, pipelined: a Redis Cluster master refuses a multi-key UNLINK
+            // whose keys are in different slots, and a run's keys span many.
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("UNLINK").arg(k);
+            }
+            let n: Vec<u64> = pipe.query_async(con).await?;
+            deleted += n.iter().sum::<u64>();
         }
         if next == 0 {
             return Ok(deleted);

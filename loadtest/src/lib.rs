@@ -6,6 +6,7 @@ pub mod e2e;
 mod finish;
 pub mod kit;
 pub mod mllp;
+pub mod nodes;
 pub mod procstat;
 pub mod raw;
 pub mod residency;

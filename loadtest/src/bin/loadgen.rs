@@ -278,6 +278,13 @@ struct E2eArgs {
     /// Keep the temporary directory (gateway config and log) even when the run passed.
     #[arg(long)]
     keep_files: bool,
+    /// Gateway processes on the same Redis and prefix (issue #11); more than one runs them in
+    /// cluster mode as node-1..N, API requests round-robin over them, webhooks to node-1.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Cluster mode (number leases, pub/sub announcements) even with one node.
+    #[arg(long)]
+    cluster: bool,
 }
 
 #[derive(Debug, Args)]
@@ -471,6 +478,8 @@ async fn run(cli: Cli) -> Result<bool> {
                 delivery_timeout: a.delivery_timeout,
                 keep_redis_keys: a.keep_redis_keys,
                 keep_files: a.keep_files,
+                nodes: a.nodes,
+                cluster: a.cluster,
             })
             .await?;
             print(cli.json, &report)?;
@@ -619,6 +628,12 @@ mod tests {
             (100, 80, 20000, 64)
         );
         assert!(a.sim_unlimited);
+        assert_eq!((a.nodes, a.cluster), (1, false));
+        let cli = Cli::parse_from(["loadgen", "e2e", "--nodes", "3", "--cluster"]);
+        let Scenario::E2e(a) = cli.scenario else {
+            panic!("expected e2e");
+        };
+        assert_eq!((a.nodes, a.cluster), (3, true));
     }
 
     #[test]
