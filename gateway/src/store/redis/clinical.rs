@@ -65,6 +65,10 @@ end
 return out
 ";
 
+/// Messages (or reservations) per script call: a script blocks Redis while it runs, so a large
+/// batch is cut into calls of this many (pipelined, so still one round trip).
+pub(super) const SCRIPT_CHUNK: usize = 256;
+
 fn text(key: &str, v: &Value) -> Result<String, StoreError> {
     reply_text(v).ok_or_else(|| corrupt(key, format!("expected a string, got {v:?}")))
 }
@@ -468,47 +472,50 @@ impl BatchStore for RedisStore {
             }
         }
 
-        // 2. The outbox records and queue entries, one pipeline of accept scripts per number
-        //    ({n:} slot), each message atomic on its own as with `accept`.
+        // 2. The outbox records and queue entries: per number ({n:} slot), one accept script
+        //    call per chunk of messages (each message decided as if alone), the calls pipelined.
         let script = &self.inner.scripts.accept;
         let mut full = Vec::new();
         for (number, idx) in &by_number {
-            let mut calls = Vec::with_capacity(idx.len());
-            for &i in idx {
-                let (msg, Some((body, first))) = (msgs[i], &args[i]) else {
-                    continue;
-                };
+            let mut calls = Vec::new();
+            for chunk in idx.chunks(SCRIPT_CHUNK) {
                 let mut inv = script.prepare_invoke();
-                inv.key(k.record(&msg.number, &msg.id))
-                    .key(k.timeline(&msg.number, &msg.id))
-                    .key(k.lane(&msg.number, msg.lane))
-                    .arg(max_queue)
-                    .arg(msg.id.as_str())
-                    .arg(body)
-                    .arg(first);
+                inv.arg(max_queue);
+                for &i in chunk {
+                    let (msg, Some((body, first))) = (msgs[i], &args[i]) else {
+                        continue;
+                    };
+                    inv.key(k.record(&msg.number, &msg.id))
+                        .key(k.timeline(&msg.number, &msg.id))
+                        .key(k.lane(&msg.number, msg.lane))
+                        .arg(msg.id.as_str())
+                        .arg(body)
+                        .arg(first);
+                }
                 calls.push(inv);
             }
-            match self.run_scripts(script, &calls).await {
-                Ok(replies) => {
-                    for (&i, v) in idx.iter().zip(&replies) {
-                        out[i] = match reply_text(v).as_deref() {
-                            Some("created") => Ok(Accepted::Created),
-                            Some("exists") => Ok(Accepted::AlreadyExists),
-                            Some("full") => {
-                                full.push(i);
-                                Err(StoreError::QueueFull((*number).clone()))
-                            }
-                            other => Err(StoreError::Unavailable(format!(
-                                "accept script answered {other:?}"
-                            ))),
-                        };
-                    }
-                }
+            let replies = match self.run_scripts(script, &calls).await {
+                Ok(replies) => replies,
                 Err(e) => {
                     for &i in idx {
                         out[i] = Err(e.clone());
                     }
+                    continue;
                 }
+            };
+            let answers = replies.iter().flat_map(|v| items(v).unwrap_or_default());
+            for (&i, v) in idx.iter().zip(answers) {
+                out[i] = match reply_text(v).as_deref() {
+                    Some("created") => Ok(Accepted::Created),
+                    Some("exists") => Ok(Accepted::AlreadyExists),
+                    Some("full") => {
+                        full.push(i);
+                        Err(StoreError::QueueFull((*number).clone()))
+                    }
+                    other => Err(StoreError::Unavailable(format!(
+                        "accept script answered {other:?}"
+                    ))),
+                };
             }
         }
 

@@ -133,7 +133,19 @@ fn wallet_reply(
     res_key: &str,
     v: &Value,
 ) -> Result<(i64, WalletSnapshot), StoreError> {
-    let parts = items(v).ok_or_else(|| corrupt(wallet_key, "wallet reply is not an array"))?;
+    wallet_parts(wallet_key, res_key, items_of(wallet_key, v)?)
+}
+
+fn items_of<'a>(wallet_key: &str, v: &'a Value) -> Result<&'a [Value], StoreError> {
+    items(v).ok_or_else(|| corrupt(wallet_key, "wallet reply is not an array"))
+}
+
+/// One `{code, credited, settled, reserved}` of a wallet script's reply.
+fn wallet_parts(
+    wallet_key: &str,
+    res_key: &str,
+    parts: &[Value],
+) -> Result<(i64, WalletSnapshot), StoreError> {
     let code = parts
         .first()
         .and_then(int)
@@ -630,24 +642,29 @@ impl WalletStore for RedisStore {
         let k = self.keys();
         let (wallet, res, ledger) = (k.wallet(tenant), k.reservations(tenant), k.ledger(tenant));
         let script = &self.inner.scripts.reserve;
-        let mut calls = Vec::with_capacity(items.len());
-        for (message, amount) in items {
-            non_negative("a reservation", *amount)?;
+        let mut calls = Vec::new();
+        for chunk in items.chunks(super::clinical::SCRIPT_CHUNK) {
             let mut inv = script.prepare_invoke();
-            inv.key(&wallet)
-                .key(&res)
-                .key(&ledger)
-                .arg(message.as_str())
-                .arg(amount.micros())
-                .arg(now_ms);
+            inv.key(&wallet).key(&res).key(&ledger);
+            for (message, amount) in chunk {
+                non_negative("a reservation", *amount)?;
+                inv.arg(message.as_str()).arg(amount.micros()).arg(now_ms);
+            }
             calls.push(inv);
         }
-        // One {t:} slot: the scripts run in order, as `reserve` one after another would.
-        let replies = self.run_scripts(script, &calls).await?;
-        replies
-            .iter()
-            .map(|v| wallet_reply(&wallet, &res, v).map(|(code, snap)| reservation(code, snap)))
-            .collect()
+        // One {t:} slot: the calls run in order, as `reserve` one after another would.
+        let mut out = Vec::with_capacity(items.len());
+        for v in self.run_scripts(script, &calls).await? {
+            let parts = items_of(&wallet, &v)?;
+            for one in parts.chunks(4) {
+                let (code, snap) = wallet_parts(&wallet, &res, one)?;
+                out.push(reservation(code, snap));
+            }
+        }
+        if out.len() != items.len() {
+            return Err(corrupt(&wallet, "reserve answered another number of holds"));
+        }
+        Ok(out)
     }
 
     async fn settle(
