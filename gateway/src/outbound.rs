@@ -95,30 +95,36 @@ impl Outbound {
         // Admission, the pure rules, per message; each template read once per batch.
         let card = clinic.rate_card.as_ref().unwrap_or(&self.settings.pricing);
         let free = clinic.mode == crate::tenants::model::Mode::Sandbox;
-        let mut templates: HashMap<(String, String), Option<TemplateRecord>> = HashMap::new();
+        let mut templates: HashMap<(&str, &str), Option<TemplateRecord>> = HashMap::new();
+        for msg in msgs {
+            if let Content::Template { template } = &msg.content {
+                let key = (template.name.as_str(), template.language.code.as_str());
+                if templates.contains_key(&key) {
+                    continue;
+                }
+                let owned = (key.0.to_owned(), key.1.to_owned());
+                let t = match catalog.and_then(|c| c.get(&owned)) {
+                    Some(t) => Some(t.clone()),
+                    None => match store.template(&clinic.id, key.0, key.1).await {
+                        Ok(t) => t,
+                        Err(e) => return fail_all(e),
+                    },
+                };
+                templates.insert(key, t);
+            }
+        }
         let mut admitted: Vec<(usize, Admission)> = Vec::with_capacity(msgs.len());
         for (i, msg) in msgs.iter().enumerate() {
             let template = match &msg.content {
-                Content::Template { template } => {
-                    let key = (template.name.clone(), template.language.code.clone());
-                    if !templates.contains_key(&key) {
-                        let t = match catalog.and_then(|c| c.get(&key)) {
-                            Some(t) => Some(t.clone()),
-                            None => match store.template(&clinic.id, &key.0, &key.1).await {
-                                Ok(t) => t,
-                                Err(e) => return fail_all(e),
-                            },
-                        };
-                        templates.insert(key.clone(), t);
-                    }
-                    templates.get(&key).cloned().flatten()
-                }
+                Content::Template { template } => templates
+                    .get(&(template.name.as_str(), template.language.code.as_str()))
+                    .and_then(Option::as_ref),
                 _ => None,
             };
             let facts = Facts {
                 content: &msg.content,
                 to: &msg.to,
-                template: template.as_ref(),
+                template,
                 window_open: windows[i].is_some_and(|until| until > now),
                 rate_card: card,
             };

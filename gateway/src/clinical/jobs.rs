@@ -217,6 +217,7 @@ impl Clinical {
         // What the sent reminders leave behind: the patient's pending question and the
         // appointment's reminder record, one write for the batch.
         let mut changed = Vec::new();
+        let mut changed_at: HashMap<AppointmentId, usize> = HashMap::new();
         let mut pending = Vec::new();
         let mut written = Vec::new();
         let slots: HashMap<usize, usize> = reminders
@@ -240,18 +241,26 @@ impl Clinical {
             else {
                 continue;
             };
-            let Some(a) = appointments.get_mut(*k).and_then(Option::as_mut) else {
+            let Some(a) = appointments.get_mut(*k).and_then(Option::take) else {
                 continue;
             };
             pending.push((a.patient.phone.digits().to_owned(), a.id.clone()));
             written.push(j);
-            if !a.reminders.iter().any(|r| r.message == message) {
+            if a.reminders.iter().any(|r| r.message == message) {
+                continue;
+            }
+            // Two reminders of one appointment due together (a restart, the end of quiet hours)
+            // were read as two copies: both records go into one write.
+            let c = *changed_at.entry(a.id.clone()).or_insert_with(|| {
+                changed.push(a);
+                changed.len() - 1
+            });
+            if let Some(a) = changed.get_mut(c) {
                 a.reminders.push(ReminderRecord {
                     offset_minutes: *offset_minutes,
                     message,
                     sent_ms: now_ms(),
                 });
-                changed.push(a.clone());
             }
         }
         let pending: Vec<(&str, &AppointmentId)> =

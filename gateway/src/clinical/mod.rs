@@ -153,6 +153,7 @@ impl Clinical {
         // What the sends need to know of their recipients, in one read for the batch: opt-outs
         // (non-essential touchpoints) and windows (session forms).
         let mut asked: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for plan in &plans {
             for c in &plan.commands {
                 if let Command::Send {
@@ -162,8 +163,7 @@ impl Clinical {
                     ..
                 } = c
                 {
-                    if (!touchpoint.is_essential() || session.is_some())
-                        && !asked.contains(&to.digits())
+                    if (!touchpoint.is_essential() || session.is_some()) && seen.insert(to.digits())
                     {
                         asked.push(to.digits());
                     }
@@ -267,30 +267,33 @@ impl Clinical {
             .iter()
             .map(|s| contacts.get(s.msg.to.digits()).map(|c| c.window_until))
             .collect();
-        let msgs: Vec<NewMessage> = prepared.iter().map(|s| s.msg.clone()).collect();
+        let (sends, msgs): (Vec<_>, Vec<NewMessage>) = prepared
+            .into_iter()
+            .map(|s| ((s.plan, s.subject, s.touchpoint, s.msg.id.clone()), s.msg))
+            .unzip();
         let results = match self.actors.submit_many(clinic.clone(), msgs, windows).await {
             Ok(r) => r,
             Err(e) => {
                 let e = StoreError::Unavailable(format!("clinic actor: {e}"));
-                for s in &prepared {
-                    out[s.plan] = Err(e.clone());
+                for (plan, ..) in &sends {
+                    out[*plan] = Err(e.clone());
                 }
                 return out;
             }
         };
-        for (s, result) in prepared.into_iter().zip(results) {
+        for ((plan, subject, touchpoint, id), result) in sends.into_iter().zip(results) {
             match result {
                 Ok(_) => {
                     self.metrics
                         .touchpoints
-                        .with_label_values(&[s.touchpoint.as_str(), "accepted"])
+                        .with_label_values(&[touchpoint.as_str(), "accepted"])
                         .inc();
-                    if let Ok(sent) = &mut out[s.plan] {
-                        sent.push((s.touchpoint, s.msg.id));
+                    if let Ok(sent) = &mut out[plan] {
+                        sent.push((touchpoint, id));
                     }
                 }
-                Err(SubmitError::Store(e)) => out[s.plan] = Err(e),
-                Err(refused) => self.refused(clinic, s.subject, s.touchpoint, &refused.to_string()),
+                Err(SubmitError::Store(e)) => out[plan] = Err(e),
+                Err(refused) => self.refused(clinic, subject, touchpoint, &refused.to_string()),
             }
         }
         out

@@ -12,7 +12,7 @@ use super::tenancy::window_from;
 use super::{unavailable, RedisStore};
 use crate::clock::now_ms;
 use crate::domain::appointment::{Appointment, AppointmentId};
-use crate::domain::message::MessageRecord;
+use crate::domain::message::TimelineEvent;
 use crate::domain::{NewMessage, PhoneNumberId, TenantId};
 use crate::store::clinical::{
     job_member, parse_member, AppointmentStore, BatchStore, ClaimedJob, Contact, JobStore,
@@ -128,14 +128,10 @@ fn appointment_from(key: &str, v: &Value) -> Result<Option<Appointment>, StoreEr
 /// What the accept script writes for a message: the `NewMessage` JSON and its first timeline
 /// line.
 fn accept_args(msg: &NewMessage) -> Result<(String, String), StoreError> {
-    let record = MessageRecord::new(msg.clone());
     let body = serde_json::to_string(msg)
         .map_err(|e| StoreError::Unavailable(format!("encoding a message: {e}")))?;
-    let first = record
-        .timeline
-        .first()
-        .and_then(|ev| serde_json::to_string(ev).ok())
-        .ok_or_else(|| StoreError::Unavailable("encoding the first timeline line".into()))?;
+    let first = serde_json::to_string(&TimelineEvent::queued(msg.created_ms))
+        .map_err(|e| StoreError::Unavailable(format!("encoding the first timeline line: {e}")))?;
     Ok((body, first))
 }
 
