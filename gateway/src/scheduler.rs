@@ -2,18 +2,25 @@
 //! runs them, several at a time. A job whose node dies mid-run comes back when its lease ends;
 //! jobs that send use ids derived from the job, so a second run sends nothing twice.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::clinical::{Clinical, JobOutcome};
+use crate::clinical::{Clinical, ClinicalError, JobOutcome};
 use crate::clock::now_ms;
+use crate::domain::TenantId;
 use crate::store::clinical::ClaimedJob;
+use crate::workflows::Job;
 
 /// Jobs claimed per poll.
 const BATCH: usize = 500;
-/// Jobs run at once: each mostly waits on Redis and the clinic's actor.
+/// Jobs (or reminder batches) run at once: each mostly waits on Redis and the clinic's actor.
 const CONCURRENCY: usize = 64;
+/// Due reminders of one clinic run as one batch, at most this many: small enough that a claim's
+/// batches overlap (one waits on Redis while another is built), large enough that the round
+/// trips per reminder are a small fraction.
+const REMINDER_BATCH: usize = 128;
 /// A claimed job not completed within this long runs again.
 const LEASE_MS: i64 = 60_000;
 /// The retention sweep runs at most this often per node.
@@ -73,12 +80,57 @@ pub async fn sweep(clinical: &Clinical) -> usize {
     deleted
 }
 
+/// What the scheduler runs as one unit: a job, or due reminders of one clinic.
+enum Unit<'a> {
+    One(&'a ClaimedJob),
+    Reminders(TenantId, Vec<&'a ClaimedJob>),
+}
+
+/// Splits claimed jobs into units: reminders by clinic in batches of at most
+/// [`REMINDER_BATCH`] (a clinic's keys share one hash tag, so its batch can share round trips),
+/// every other job on its own.
+fn units(claimed: &[ClaimedJob]) -> Vec<Unit<'_>> {
+    let mut out = Vec::new();
+    let mut reminders: HashMap<&TenantId, Vec<&ClaimedJob>> = HashMap::new();
+    for job in claimed {
+        if matches!(job.job, Job::Reminder { .. }) {
+            reminders.entry(&job.tenant).or_default().push(job);
+        } else {
+            out.push(Unit::One(job));
+        }
+    }
+    for (tenant, jobs) in reminders {
+        for chunk in jobs.chunks(REMINDER_BATCH) {
+            out.push(Unit::Reminders(tenant.clone(), chunk.to_vec()));
+        }
+    }
+    out
+}
+
+async fn run_unit<'a>(
+    clinical: &Clinical,
+    unit: Unit<'a>,
+) -> Vec<(&'a ClaimedJob, Result<JobOutcome, ClinicalError>)> {
+    match unit {
+        Unit::One(job) => vec![(job, clinical.run_job(job).await)],
+        Unit::Reminders(tenant, jobs) => {
+            let results = match clinical.directory.get(&tenant) {
+                Some(clinic) => clinical.run_reminders(&clinic, &jobs).await,
+                // The clinic is gone: nothing to send.
+                None => jobs.iter().map(|_| Ok(JobOutcome::Done)).collect(),
+            };
+            jobs.into_iter().zip(results).collect()
+        }
+    }
+}
+
 /// Runs the jobs; returns those to remove (done). Deferred jobs were re-scored by their run;
 /// failed ones stay claimed and run again when their lease ends.
 async fn run_all<'a>(clinical: &Clinical, claimed: &'a [ClaimedJob]) -> Vec<&'a ClaimedJob> {
-    futures::stream::iter(claimed)
-        .map(|job| async move { (job, clinical.run_job(job).await) })
+    futures::stream::iter(units(claimed))
+        .map(|unit| run_unit(clinical, unit))
         .buffer_unordered(CONCURRENCY)
+        .flat_map(futures::stream::iter)
         .filter_map(|(job, result)| async move {
             match result {
                 Ok(JobOutcome::Done) => Some(job),

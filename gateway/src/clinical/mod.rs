@@ -11,6 +11,7 @@ mod jobs;
 mod visits;
 pub mod writeback;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -28,6 +29,7 @@ use crate::clock::now_ms;
 use crate::domain::{MessageId, NewMessage};
 use crate::metrics::Metrics;
 use crate::outbound::SubmitError;
+use crate::store::clinical::Contact;
 use crate::store::records::{RecordKind, RecordPut};
 use crate::store::{Backend, StoreError};
 use crate::tenants::actors::Actors;
@@ -100,6 +102,22 @@ fn derived_id(cause: &str, at_ms: i64) -> MessageId {
 /// Meta after it closed.
 const WINDOW_MARGIN_MS: i64 = 5 * 60_000;
 
+/// One subject's commands, for [`Clinical::execute_many`].
+pub struct Plan<'a> {
+    /// An appointment, document or visit id.
+    pub subject: &'a str,
+    pub commands: Vec<Command>,
+    pub cause: Cause<'a>,
+}
+
+/// A send prepared by `execute_many`, waiting for its batch's submit.
+struct Prepared<'a> {
+    plan: usize,
+    subject: &'a str,
+    touchpoint: Touchpoint,
+    msg: NewMessage,
+}
+
 impl Clinical {
     /// Executes commands about `subject` (an appointment, document or visit id); returns the ids
     /// of the messages accepted.
@@ -110,83 +128,175 @@ impl Clinical {
         commands: Vec<Command>,
         cause: Cause<'_>,
     ) -> Result<Vec<(Touchpoint, MessageId)>, StoreError> {
-        let mut sent = Vec::new();
-        for (i, command) in commands.into_iter().enumerate() {
-            match command {
-                Command::Send {
+        // One way to execute: a batch of one.
+        let plan = Plan {
+            subject,
+            commands,
+            cause,
+        };
+        self.execute_many(clinic, vec![plan])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("execute: no result".into())))
+    }
+
+    /// Executes several subjects' commands for one clinic; per plan, in order, the ids of the
+    /// messages accepted. The sends of all plans are read for (opt-outs, windows) and submitted
+    /// as one batch, after the plans' other commands; a store error fails its plan only.
+    pub async fn execute_many(
+        &self,
+        clinic: &Arc<ClinicSettings>,
+        plans: Vec<Plan<'_>>,
+    ) -> Vec<Result<Vec<(Touchpoint, MessageId)>, StoreError>> {
+        let mut out: Vec<Result<Vec<(Touchpoint, MessageId)>, StoreError>> =
+            plans.iter().map(|_| Ok(Vec::new())).collect();
+        // What the sends need to know of their recipients, in one read for the batch: opt-outs
+        // (non-essential touchpoints) and windows (session forms).
+        let mut asked: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for plan in &plans {
+            for c in &plan.commands {
+                if let Command::Send {
                     touchpoint,
                     to,
-                    content,
-                    lane,
-                    deadline_ms,
                     session,
-                } => {
-                    let now = now_ms();
-                    let Some(number) = clinic.numbers.first() else {
-                        continue;
-                    };
-                    if !touchpoint.is_essential()
-                        && self.store.opted_out(&clinic.id, to.digits()).await?
+                    ..
+                } = c
+                {
+                    if (!touchpoint.is_essential() || session.is_some()) && seen.insert(to.digits())
                     {
-                        self.refused(clinic, subject, touchpoint, "the patient sent STOP");
-                        continue;
-                    }
-                    let content = match session {
-                        Some(form) => self.session_form(clinic, &to, content, form, now).await?,
-                        None => content,
-                    };
-                    let msg = NewMessage {
-                        id: derived_id(&format!("{}|{i}", cause.key), cause.at_ms),
-                        tenant: clinic.id.clone(),
-                        number: number.phone_number_id.clone(),
-                        to,
-                        lane,
-                        content,
-                        deadline_ms: Some(deadline_ms.max(now + 60_000)),
-                        created_ms: now,
-                        broadcast: None,
-                        touchpoint: Some(touchpoint.as_str().to_owned()),
-                        retain_days: None,
-                    };
-                    match self.actors.submit(clinic.clone(), msg.clone()).await {
-                        Ok(Ok(_)) => {
-                            self.metrics
-                                .touchpoints
-                                .with_label_values(&[touchpoint.as_str(), "accepted"])
-                                .inc();
-                            sent.push((touchpoint, msg.id));
-                        }
-                        Ok(Err(SubmitError::Store(e))) => return Err(e),
-                        Ok(Err(refused)) => {
-                            self.refused(clinic, subject, touchpoint, &refused.to_string())
-                        }
-                        Err(e) => {
-                            return Err(StoreError::Unavailable(format!("clinic actor: {e}")))
-                        }
+                        asked.push(to.digits());
                     }
                 }
-                Command::Schedule { job, due_ms } => {
-                    self.store.schedule(&clinic.id, &job, due_ms).await?
-                }
-                Command::Unschedule { jobs } => self.store.unschedule(&clinic.id, &jobs).await?,
-                Command::Callback { event, data } => {
-                    let id = derived_id(&format!("{}|{i}", cause.key), cause.at_ms);
-                    let id = id.as_str().replacen("msg_", "evt_", 1);
-                    self.callbacks.send_as(clinic, &id, event, data)
-                }
-                Command::WriteBack {
-                    appointment,
-                    change,
-                } => self
-                    .schedule_write_back(clinic, &appointment, change)
-                    .await
-                    .map_err(|e| match e {
-                        ClinicalError::Store(s) => s,
-                        other => StoreError::Unavailable(other.to_string()),
-                    })?,
             }
         }
-        Ok(sent)
+        let contacts: HashMap<String, Contact> = match self.store.contacts(&clinic.id, &asked).await
+        {
+            Ok(c) => asked.iter().map(|p| (*p).to_owned()).zip(c).collect(),
+            Err(e) => return plans.iter().map(|_| Err(e.clone())).collect(),
+        };
+
+        let mut prepared: Vec<Prepared> = Vec::new();
+        for (p, plan) in plans.into_iter().enumerate() {
+            let Plan {
+                subject,
+                commands,
+                cause,
+            } = plan;
+            for (i, command) in commands.into_iter().enumerate() {
+                let done = match command {
+                    Command::Send {
+                        touchpoint,
+                        to,
+                        content,
+                        lane,
+                        deadline_ms,
+                        session,
+                    } => {
+                        let now = now_ms();
+                        let Some(number) = clinic.numbers.first() else {
+                            continue;
+                        };
+                        let contact = contacts.get(to.digits()).copied().unwrap_or_default();
+                        if !touchpoint.is_essential() && contact.opted_out {
+                            self.refused(clinic, subject, touchpoint, "the patient sent STOP");
+                            continue;
+                        }
+                        let content = match session {
+                            Some(form) => {
+                                self.session_form(content, form, contact.window_until, now)
+                            }
+                            None => content,
+                        };
+                        prepared.push(Prepared {
+                            plan: p,
+                            subject,
+                            touchpoint,
+                            msg: NewMessage {
+                                id: derived_id(&format!("{}|{i}", cause.key), cause.at_ms),
+                                tenant: clinic.id.clone(),
+                                number: number.phone_number_id.clone(),
+                                to,
+                                lane,
+                                content,
+                                deadline_ms: Some(deadline_ms.max(now + 60_000)),
+                                created_ms: now,
+                                broadcast: None,
+                                touchpoint: Some(touchpoint.as_str().to_owned()),
+                                retain_days: None,
+                            },
+                        });
+                        Ok(())
+                    }
+                    Command::Schedule { job, due_ms } => {
+                        self.store.schedule(&clinic.id, &job, due_ms).await
+                    }
+                    Command::Unschedule { jobs } => self.store.unschedule(&clinic.id, &jobs).await,
+                    Command::Callback { event, data } => {
+                        let id = derived_id(&format!("{}|{i}", cause.key), cause.at_ms);
+                        let id = id.as_str().replacen("msg_", "evt_", 1);
+                        self.callbacks.send_as(clinic, &id, event, data);
+                        Ok(())
+                    }
+                    Command::WriteBack {
+                        appointment,
+                        change,
+                    } => self
+                        .schedule_write_back(clinic, &appointment, change)
+                        .await
+                        .map_err(|e| match e {
+                            ClinicalError::Store(s) => s,
+                            other => StoreError::Unavailable(other.to_string()),
+                        }),
+                };
+                if let Err(e) = done {
+                    out[p] = Err(e);
+                    break;
+                }
+            }
+        }
+        // A failed plan sends nothing.
+        prepared.retain(|s| out[s.plan].is_ok());
+        if prepared.is_empty() {
+            return out;
+        }
+
+        // The windows were read above when the touchpoint has a session form; the others are
+        // read by the submit.
+        let windows: Option<Vec<Option<i64>>> = prepared
+            .iter()
+            .map(|s| contacts.get(s.msg.to.digits()).map(|c| c.window_until))
+            .collect();
+        let (sends, msgs): (Vec<_>, Vec<NewMessage>) = prepared
+            .into_iter()
+            .map(|s| ((s.plan, s.subject, s.touchpoint, s.msg.id.clone()), s.msg))
+            .unzip();
+        let results = match self.actors.submit_many(clinic.clone(), msgs, windows).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = StoreError::Unavailable(format!("clinic actor: {e}"));
+                for (plan, ..) in &sends {
+                    out[*plan] = Err(e.clone());
+                }
+                return out;
+            }
+        };
+        for ((plan, subject, touchpoint, id), result) in sends.into_iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    self.metrics
+                        .touchpoints
+                        .with_label_values(&[touchpoint.as_str(), "accepted"])
+                        .inc();
+                    if let Ok(sent) = &mut out[plan] {
+                        sent.push((touchpoint, id));
+                    }
+                }
+                Err(SubmitError::Store(e)) => out[plan] = Err(e),
+                Err(refused) => self.refused(clinic, subject, touchpoint, &refused.to_string()),
+            }
+        }
+        out
     }
 
     /// A stored record of `kind`, decoded.
@@ -269,32 +379,27 @@ impl Clinical {
         );
     }
 
-    /// The free session form when the patient's window is open and the library has the words;
-    /// the template otherwise.
-    async fn session_form(
+    /// The free session form when the patient's window (open until `window_until`) is open and
+    /// the library has the words; the template otherwise.
+    fn session_form(
         &self,
-        clinic: &ClinicSettings,
-        to: &crate::domain::E164,
         content: Content,
         form: SessionForm,
+        window_until: Option<i64>,
         now: i64,
-    ) -> Result<Content, StoreError> {
+    ) -> Content {
         let Content::Template { template } = &content else {
-            return Ok(content);
+            return content;
         };
-        let open = self
-            .store
-            .window_until(&clinic.id, to.digits())
-            .await?
-            .is_some_and(|until| until > now + WINDOW_MARGIN_MS);
+        let open = window_until.is_some_and(|until| until > now + WINDOW_MARGIN_MS);
         if !open {
-            return Ok(content);
+            return content;
         }
         let session = self
             .texts
             .definition(&template.name, &template.language.code)
             .and_then(|def| session_content(&content, &def, form));
-        Ok(session.unwrap_or(content))
+        session.unwrap_or(content)
     }
 }
 

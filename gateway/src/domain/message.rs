@@ -105,6 +105,17 @@ pub struct TimelineEvent {
     pub detail: Option<String>,
 }
 
+impl TimelineEvent {
+    /// The first line of every message's history: accepted into the outbox at `at_ms`.
+    pub fn queued(at_ms: i64) -> Self {
+        Self {
+            at_ms,
+            event: "queued".into(),
+            detail: None,
+        }
+    }
+}
+
 /// What the API accepted: immutable after accept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewMessage {
@@ -163,11 +174,7 @@ impl MessageRecord {
             error: None,
             send_started_ms: None,
             early: None,
-            timeline: vec![TimelineEvent {
-                at_ms,
-                event: "queued".into(),
-                detail: None,
-            }],
+            timeline: vec![TimelineEvent::queued(at_ms)],
         }
     }
 }

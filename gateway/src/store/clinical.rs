@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 
-use super::StoreError;
+use super::{Accepted, StoreError};
 use crate::domain::appointment::{Appointment, AppointmentId};
-use crate::domain::TenantId;
+use crate::domain::{NewMessage, TenantId};
 use crate::workflows::Job;
 
 #[async_trait]
@@ -53,6 +53,23 @@ pub trait AppointmentStore: Send + Sync + 'static {
     ) -> Result<Option<AppointmentId>, StoreError>;
     /// Forgets the patient's pending question.
     async fn clear_pending(&self, tenant: &TenantId, patient: &str) -> Result<(), StoreError>;
+    /// Several appointments of one tenant in one read (in order; `None` where there is none), so
+    /// a batch of due reminders costs one round trip, not one per reminder.
+    async fn appointments_by_id(
+        &self,
+        tenant: &TenantId,
+        ids: &[AppointmentId],
+    ) -> Result<Vec<Option<Appointment>>, StoreError>;
+    /// What sending reminders leaves behind, in one write: each patient's pending question
+    /// (`(patient, appointment)`, kept `ttl_ms`) and the appointments with their reminder records.
+    /// Every appointment must be `tenant`'s.
+    async fn put_reminded(
+        &self,
+        tenant: &TenantId,
+        pending: &[(&str, &AppointmentId)],
+        ttl_ms: i64,
+        appointments: &[Appointment],
+    ) -> Result<(), StoreError>;
     /// Deletes an appointment, its time-index entry and its EMR-id entry (if it still points
     /// at this appointment). `true` when it existed. Its jobs are the caller's to unschedule.
     async fn delete_appointment(
@@ -60,6 +77,65 @@ pub trait AppointmentStore: Send + Sync + 'static {
         tenant: &TenantId,
         id: &AppointmentId,
     ) -> Result<bool, StoreError>;
+}
+
+/// `put_reminded` writes under one tenant's tag only: refuses a batch naming another clinic's
+/// appointment before anything is written.
+pub(crate) fn only_of(tenant: &TenantId, appointments: &[Appointment]) -> Result<(), StoreError> {
+    if appointments.iter().any(|a| &a.tenant != tenant) {
+        return Err(StoreError::Conflict(
+            "an appointment of another clinic in a reminder batch".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What a send needs to know about its recipient, read for a whole batch at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Contact {
+    /// The patient sent STOP to this clinic.
+    pub opted_out: bool,
+    /// Until when the patient's customer-service window is open (`None`: closed).
+    pub window_until: Option<i64>,
+}
+
+/// Batched forms of the reads and writes of the accept path, for the scheduler's reminder
+/// batches: one round trip per hash tag instead of one per message. Each answers what the
+/// one-message operation would have answered for each item, in order (the defaults are exactly
+/// that loop; the Redis store pipelines it).
+#[async_trait]
+pub trait BatchStore:
+    super::Store + super::records::RecordStore + super::tenancy::ConversationStore
+{
+    /// Opt-out and window of several patients of one tenant.
+    async fn contacts(
+        &self,
+        tenant: &TenantId,
+        patients: &[&str],
+    ) -> Result<Vec<Contact>, StoreError> {
+        let mut out = Vec::with_capacity(patients.len());
+        for p in patients {
+            out.push(Contact {
+                opted_out: self.opted_out(tenant, p).await?,
+                window_until: self.window_until(tenant, p).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// [`super::Store::accept`] of several messages (any tenants and numbers), in order; one
+    /// message's failure does not stop the others.
+    async fn accept_many(
+        &self,
+        msgs: &[&NewMessage],
+        max_queue: u64,
+    ) -> Vec<Result<Accepted, StoreError>> {
+        let mut out = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            out.push(self.accept(msg, max_queue).await);
+        }
+        out
+    }
 }
 
 /// A job claimed from the scheduler, to complete once done.

@@ -146,28 +146,10 @@ async fn records_delete_with_their_index_and_external_id(s: &impl RecordStore) {
 }
 
 async fn appointments_delete_with_their_indexes(s: &impl super::clinical::AppointmentStore) {
-    use crate::domain::appointment::{Appointment, AppointmentStatus, Patient};
     let a = tenant("clinic_a");
-    let phone = crate::domain::E164::parse("+919800000001").unwrap_or_else(|e| panic!("{e}"));
-    let apt = Appointment {
-        id: AppointmentId::generate(),
-        tenant: a.clone(),
+    let apt = crate::domain::appointment::Appointment {
         external_id: Some("EMR-9".into()),
-        patient: Patient {
-            phone,
-            name: "Asha".into(),
-            language: None,
-        },
-        doctor: None,
-        location: None,
-        start_ms: 5_000,
-        end_ms: None,
-        status: AppointmentStatus::Booked,
-        response: None,
-        version: 1,
-        reminders: Vec::new(),
-        created_ms: 1,
-        updated_ms: 1,
+        ..super::contract_batch::appointment(&a, "+919800000001", 5_000)
     };
     s.put_appointment(&apt)
         .await

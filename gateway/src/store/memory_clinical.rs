@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 
-use super::clinical::{job_member, parse_member, AppointmentStore, ClaimedJob, JobStore};
+use super::clinical::{
+    job_member, parse_member, AppointmentStore, BatchStore, ClaimedJob, JobStore,
+};
 use super::{MemoryStore, StoreError};
 use crate::clock::now_ms;
 use crate::domain::appointment::{Appointment, AppointmentId};
@@ -128,6 +130,35 @@ impl AppointmentStore for MemoryStore {
         Ok(())
     }
 
+    async fn appointments_by_id(
+        &self,
+        tenant: &TenantId,
+        ids: &[AppointmentId],
+    ) -> Result<Vec<Option<Appointment>>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.appointment(tenant, id).await?);
+        }
+        Ok(out)
+    }
+
+    async fn put_reminded(
+        &self,
+        tenant: &TenantId,
+        pending: &[(&str, &AppointmentId)],
+        ttl_ms: i64,
+        appointments: &[Appointment],
+    ) -> Result<(), StoreError> {
+        super::clinical::only_of(tenant, appointments)?;
+        for (patient, id) in pending {
+            self.set_pending(tenant, patient, id, ttl_ms).await?;
+        }
+        for a in appointments {
+            self.put_appointment(a).await?;
+        }
+        Ok(())
+    }
+
     async fn delete_appointment(
         &self,
         tenant: &TenantId,
@@ -146,6 +177,9 @@ impl AppointmentStore for MemoryStore {
         Ok(true)
     }
 }
+
+/// The one-message operations are the memory store's record: the batch is their loop.
+impl BatchStore for MemoryStore {}
 
 #[async_trait]
 impl JobStore for MemoryStore {

@@ -26,6 +26,8 @@ pub(crate) mod contract;
 #[macro_use]
 pub(crate) mod contract_tenancy;
 #[cfg(test)]
+pub(crate) mod contract_batch;
+#[cfg(test)]
 pub(crate) mod contract_patients;
 #[cfg(test)]
 pub(crate) mod contract_records;
@@ -42,7 +44,8 @@ use crate::domain::{
 pub use self::memory::MemoryStore;
 pub use self::redis::{raw_connection, RedisConnection, RedisStore, CLUSTER_SCHEME};
 
-#[derive(Debug, thiserror::Error)]
+/// `Clone` so that one failed round trip can be reported to each message of a batch.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -140,6 +143,7 @@ pub trait Backend:
     + tenancy::LimitStore
     + clinical::AppointmentStore
     + clinical::JobStore
+    + clinical::BatchStore
     + records::RecordStore
     + patients::PatientStore
     + leases::LeaseStore
@@ -157,6 +161,7 @@ impl<T> Backend for T where
         + tenancy::LimitStore
         + clinical::AppointmentStore
         + clinical::JobStore
+        + clinical::BatchStore
         + records::RecordStore
         + patients::PatientStore
         + leases::LeaseStore

@@ -116,6 +116,20 @@ pub trait WalletStore: Send + Sync + 'static {
         amount: Money,
         now_ms: i64,
     ) -> Result<Reservation, StoreError>;
+    /// [`Self::reserve`] for several messages of one tenant, in order (a later one sees the
+    /// earlier ones' holds).
+    async fn reserve_many(
+        &self,
+        tenant: &TenantId,
+        items: &[(&MessageId, Money)],
+        now_ms: i64,
+    ) -> Result<Vec<Reservation>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        for (message, amount) in items {
+            out.push(self.reserve(tenant, message, *amount, now_ms).await?);
+        }
+        Ok(out)
+    }
     /// Replaces the message's reservation by the final charge. `None` if nothing was reserved
     /// (already settled or released): settling twice charges once.
     async fn settle(
@@ -219,6 +233,21 @@ pub trait LimitStore: Send + Sync + 'static {
         limit: u32,
         now_ms: i64,
     ) -> Result<LimitDecision, StoreError>;
+    /// [`Self::reach_patient`] for several patients, in order (a later one sees the earlier
+    /// ones counted).
+    async fn reach_patients(
+        &self,
+        portfolio: &str,
+        patients: &[&str],
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<Vec<LimitDecision>, StoreError> {
+        let mut out = Vec::with_capacity(patients.len());
+        for p in patients {
+            out.push(self.reach_patient(portfolio, p, limit, now_ms).await?);
+        }
+        Ok(out)
+    }
 }
 
 /// A clinic's templates by `(name, language)`.

@@ -39,16 +39,19 @@ pub struct ActorSettings {
     pub catalog_ttl: Duration,
 }
 
-type Reply = oneshot::Sender<Result<Accepted, SubmitError>>;
+type Reply = oneshot::Sender<Vec<Result<Accepted, SubmitError>>>;
 
 /// Inbound messages of one patient waiting for their conversation actor.
 const CONVERSATION_MAILBOX: usize = 64;
 
+/// Messages of one clinic to admit and accept (one, or the scheduler's batch), with their
+/// recipients' windows when the caller read them.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Submit {
     clinic: Arc<ClinicSettings>,
-    msg: NewMessage,
+    msgs: Vec<NewMessage>,
+    windows: Option<Vec<Option<i64>>>,
     reply: Reply,
 }
 
@@ -136,7 +139,7 @@ impl Handler<Submit> for TenantActor {
         // Admission runs concurrently: the actor keeps taking messages while Redis answers.
         actix::spawn(async move {
             let result = outbound
-                .submit_with(&m.clinic, &m.msg, fresh.as_deref())
+                .submit_many(&m.clinic, &m.msgs, fresh.as_deref(), m.windows.as_deref())
                 .await;
             let _ = m.reply.send(result);
         });
@@ -271,10 +274,24 @@ impl Actors {
         clinic: Arc<ClinicSettings>,
         msg: NewMessage,
     ) -> Result<Result<Accepted, SubmitError>, ActorError> {
-        let mut request = Some((clinic, msg));
+        let mut results = self.submit_many(clinic, vec![msg], None).await?;
+        Ok(results
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("submit: no result".into()).into())))
+    }
+
+    /// Admits and accepts several messages of one clinic through its actor, as one batch (one
+    /// mailbox slot); results in order. `windows`: the recipients' windows, when already read.
+    pub async fn submit_many(
+        &self,
+        clinic: Arc<ClinicSettings>,
+        msgs: Vec<NewMessage>,
+        windows: Option<Vec<Option<i64>>>,
+    ) -> Result<Vec<Result<Accepted, SubmitError>>, ActorError> {
+        let mut request = Some((clinic, msgs, windows));
         // An actor that went idle between lookup and send is started again, once.
         for _ in 0..2 {
-            let Some((clinic, msg)) = request.take() else {
+            let Some((clinic, msgs, windows)) = request.take() else {
                 break;
             };
             let slot = self.tenant(&clinic.id);
@@ -284,12 +301,13 @@ impl Actors {
             let (tx, rx) = oneshot::channel();
             match slot.addr.try_send(Submit {
                 clinic,
-                msg,
+                msgs,
+                windows,
                 reply: tx,
             }) {
                 Ok(()) => return rx.await.map_err(|_| ActorError::Gone),
                 Err(SendError::Full(_)) => return Err(ActorError::Overloaded),
-                Err(SendError::Closed(m)) => request = Some((m.clinic, m.msg)),
+                Err(SendError::Closed(m)) => request = Some((m.clinic, m.msgs, m.windows)),
             }
         }
         Err(ActorError::Gone)

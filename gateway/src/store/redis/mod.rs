@@ -439,73 +439,12 @@ impl RedisStore {
 #[async_trait]
 impl Store for RedisStore {
     async fn accept(&self, msg: &NewMessage, max_queue: u64) -> Result<Accepted, StoreError> {
-        let k = self.keys();
-        let record = MessageRecord::new(msg.clone());
-        let body = serde_json::to_string(msg)
-            .map_err(|e| StoreError::Unavailable(format!("encoding a message: {e}")))?;
-        let first = record
-            .timeline
-            .first()
-            .and_then(|ev| serde_json::to_string(ev).ok())
-            .ok_or_else(|| StoreError::Unavailable("encoding the first timeline line".into()))?;
-        let mut c = self.conn().await?;
-        // The pointer and the recipient index first (one round trip): harmless if the script
-        // below fails or finds the record. The index outlives the longest record it can point to.
-        let to = k.messages_to(&msg.tenant, msg.to.digits());
-        let _: Value = ::redis::pipe()
-            .cmd("SET")
-            .arg(k.tenant_message(&msg.tenant, &msg.id))
-            .arg(msg.number.as_str())
-            .ignore()
-            .cmd("ZADD")
-            .arg(&to)
-            .arg(msg.created_ms)
-            .arg(msg.id.as_str())
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&to)
-            .arg(self.terminal_ttl(&msg.retain_days) + RECIPIENT_INDEX_SLACK_SECS)
-            .ignore()
-            .query_async(&mut c)
+        // One way to accept: a batch of one (`BatchStore::accept_many`, in `clinical.rs`).
+        use crate::store::clinical::BatchStore;
+        self.accept_many(&[msg], max_queue)
             .await
-            .map_err(unavailable)?;
-        let r: String = self
-            .inner
-            .scripts
-            .accept
-            .key(k.record(&msg.number, &msg.id))
-            .key(k.timeline(&msg.number, &msg.id))
-            .key(k.lane(&msg.number, msg.lane))
-            .arg(max_queue)
-            .arg(msg.id.as_str())
-            .arg(body)
-            .arg(first)
-            .invoke_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        match r.as_str() {
-            "created" => Ok(Accepted::Created),
-            "exists" => Ok(Accepted::AlreadyExists),
-            "full" => {
-                // Refused: drop the pointer and index entry written above so rejected ids do
-                // not pile up.
-                let _: Value = ::redis::pipe()
-                    .cmd("DEL")
-                    .arg(k.tenant_message(&msg.tenant, &msg.id))
-                    .ignore()
-                    .cmd("ZREM")
-                    .arg(&to)
-                    .arg(msg.id.as_str())
-                    .ignore()
-                    .query_async(&mut c)
-                    .await
-                    .map_err(unavailable)?;
-                Err(StoreError::QueueFull(msg.number.clone()))
-            }
-            other => Err(StoreError::Unavailable(format!(
-                "accept script answered {other:?}"
-            ))),
-        }
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Unavailable("accept: no reply".into())))
     }
 
     async fn message(

@@ -133,7 +133,19 @@ fn wallet_reply(
     res_key: &str,
     v: &Value,
 ) -> Result<(i64, WalletSnapshot), StoreError> {
-    let parts = items(v).ok_or_else(|| corrupt(wallet_key, "wallet reply is not an array"))?;
+    wallet_parts(wallet_key, res_key, items_of(wallet_key, v)?)
+}
+
+fn items_of<'a>(wallet_key: &str, v: &'a Value) -> Result<&'a [Value], StoreError> {
+    items(v).ok_or_else(|| corrupt(wallet_key, "wallet reply is not an array"))
+}
+
+/// One `{code, credited, settled, reserved}` of a wallet script's reply.
+fn wallet_parts(
+    wallet_key: &str,
+    res_key: &str,
+    parts: &[Value],
+) -> Result<(i64, WalletSnapshot), StoreError> {
     let code = parts
         .first()
         .and_then(int)
@@ -149,6 +161,44 @@ fn wallet_reply(
         reserved: money(wallet_key, "reserved", parts.get(3))?,
     };
     Ok((code, snap))
+}
+
+/// A reserve script's outcome.
+fn reservation(code: i64, snap: WalletSnapshot) -> Reservation {
+    let available = snap.available();
+    if code == 1 {
+        Reservation::Held { available }
+    } else {
+        Reservation::Insufficient { available }
+    }
+}
+
+/// The limit script's `{1, used}` or `{0, limit, frees_at}`.
+fn limit_reply(key: &str, v: &Value, limit: u32) -> Result<LimitDecision, StoreError> {
+    let parts = items(v).ok_or_else(|| corrupt(key, "limit reply is not an array"))?;
+    let nums = parts.iter().map(int).collect::<Option<Vec<i64>>>();
+    match nums.as_deref() {
+        Some([1, used]) => Ok(LimitDecision::Allowed {
+            used: u32::try_from(*used).map_err(|_| corrupt(key, "count out of range"))?,
+        }),
+        Some([0, _, frees_at_ms]) => Ok(LimitDecision::Reached {
+            limit,
+            frees_at_ms: *frees_at_ms,
+        }),
+        _ => Err(corrupt(
+            key,
+            "limit reply is not [1, used] or [0, limit, frees_at]",
+        )),
+    }
+}
+
+/// Until when a window is open, from its key's value (the latest inbound, unix ms).
+pub(super) fn window_from(key: &str, raw: &str, now_ms: i64) -> Result<Option<i64>, StoreError> {
+    let latest = raw
+        .parse::<i64>()
+        .map_err(|_| corrupt(key, format!("latest inbound {raw:?}")))?;
+    let until = latest.saturating_add(WINDOW_MS);
+    Ok((until > now_ms).then_some(until))
 }
 
 fn ledger_entry(
@@ -567,12 +617,41 @@ impl WalletStore for RedisStore {
                 ],
             )
             .await?;
-        let available = snap.available();
-        Ok(if code == 1 {
-            Reservation::Held { available }
-        } else {
-            Reservation::Insufficient { available }
-        })
+        Ok(reservation(code, snap))
+    }
+
+    async fn reserve_many(
+        &self,
+        tenant: &TenantId,
+        items: &[(&MessageId, Money)],
+        now_ms: i64,
+    ) -> Result<Vec<Reservation>, StoreError> {
+        let k = self.keys();
+        let (wallet, res, ledger) = (k.wallet(tenant), k.reservations(tenant), k.ledger(tenant));
+        let script = &self.inner.scripts.reserve;
+        let mut calls = Vec::new();
+        for chunk in items.chunks(super::clinical::SCRIPT_CHUNK) {
+            let mut inv = script.prepare_invoke();
+            inv.key(&wallet).key(&res).key(&ledger);
+            for (message, amount) in chunk {
+                non_negative("a reservation", *amount)?;
+                inv.arg(message.as_str()).arg(amount.micros()).arg(now_ms);
+            }
+            calls.push(inv);
+        }
+        // One {t:} slot: the calls run in order, as `reserve` one after another would.
+        let mut out = Vec::with_capacity(items.len());
+        for v in self.run_scripts(script, &calls).await? {
+            let parts = items_of(&wallet, &v)?;
+            for one in parts.chunks(4) {
+                let (code, snap) = wallet_parts(&wallet, &res, one)?;
+                out.push(reservation(code, snap));
+            }
+        }
+        if out.len() != items.len() {
+            return Err(corrupt(&wallet, "reserve answered another number of holds"));
+        }
+        Ok(out)
     }
 
     async fn settle(
@@ -758,14 +837,10 @@ impl ConversationStore for RedisStore {
         patient: &str,
     ) -> Result<Option<i64>, StoreError> {
         let key = self.keys().window(tenant, patient);
-        let Some(raw) = self.get_text(&key).await? else {
-            return Ok(None);
-        };
-        let latest = raw
-            .parse::<i64>()
-            .map_err(|_| corrupt(&key, format!("latest inbound {raw:?}")))?;
-        let until = latest.saturating_add(WINDOW_MS);
-        Ok((until > crate::clock::now_ms()).then_some(until))
+        match self.get_text(&key).await? {
+            Some(raw) => window_from(&key, &raw, crate::clock::now_ms()),
+            None => Ok(None),
+        }
     }
 }
 
@@ -792,20 +867,35 @@ impl LimitStore for RedisStore {
             .invoke_async(&mut c)
             .await
             .map_err(unavailable)?;
-        let parts = items(&v).ok_or_else(|| corrupt(&key, "limit reply is not an array"))?;
-        let nums = parts.iter().map(int).collect::<Option<Vec<i64>>>();
-        match nums.as_deref() {
-            Some([1, used]) => Ok(LimitDecision::Allowed {
-                used: u32::try_from(*used).map_err(|_| corrupt(&key, "count out of range"))?,
-            }),
-            Some([0, _, frees_at_ms]) => Ok(LimitDecision::Reached {
-                limit,
-                frees_at_ms: *frees_at_ms,
-            }),
-            _ => Err(corrupt(
-                &key,
-                "limit reply is not [1, used] or [0, limit, frees_at]",
-            )),
-        }
+        limit_reply(&key, &v, limit)
+    }
+
+    async fn reach_patients(
+        &self,
+        portfolio: &str,
+        patients: &[&str],
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<Vec<LimitDecision>, StoreError> {
+        let key = self.keys().reached(portfolio);
+        let script = &self.inner.scripts.limit;
+        let calls: Vec<_> = patients
+            .iter()
+            .map(|p| {
+                let mut inv = script.prepare_invoke();
+                inv.key(&key)
+                    .arg(patient_part(p))
+                    .arg(limit)
+                    .arg(now_ms)
+                    .arg(WINDOW_MS);
+                inv
+            })
+            .collect();
+        // One {p:} slot, run in order: a later patient sees the earlier ones counted.
+        let replies = self.run_scripts(script, &calls).await?;
+        replies
+            .iter()
+            .map(|v| limit_reply(&key, v, limit))
+            .collect()
     }
 }

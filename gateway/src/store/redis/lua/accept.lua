@@ -1,19 +1,36 @@
--- accept: the outbox record, its first history line and its queue entry in one atomic step.
--- KEYS[1] record hash, KEYS[2] timeline list, KEYS[3] lane stream (all in one {n:<pnid>} slot)
--- ARGV[1] max ready entries in the lane, ARGV[2] message id, ARGV[3] NewMessage JSON,
--- ARGV[4] first timeline event JSON
--- Returns 'created', 'exists' or 'full'.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 'exists'
+-- accept: outbox records, each with its first history line and its queue entry; every message
+-- atomic (the whole call is), each decided as if accepted alone, in order. One message is a
+-- batch of one.
+-- KEYS[3i-2] record hash, KEYS[3i-1] timeline list, KEYS[3i] lane stream of message i (all in
+-- one {n:<pnid>} slot)
+-- ARGV[1] max ready entries in a lane; for message i: ARGV[3i-1] message id, ARGV[3i] NewMessage
+-- JSON, ARGV[3i+1] first timeline event JSON
+-- Returns one of 'created', 'exists' or 'full' per message.
+local max = tonumber(ARGV[1])
+-- Ready entries per lane (not yet delivered to the group; acknowledged entries are deleted),
+-- read once per lane and counted on.
+local ready = {}
+local out = {}
+for i = 1, #KEYS / 3 do
+  local record, timeline, lane = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  if redis.call('EXISTS', record) == 1 then
+    out[i] = 'exists'
+  else
+    if ready[lane] == nil then
+      -- The consumer group reads from the start of the stream; BUSYGROUP (already there) is
+      -- ignored.
+      redis.pcall('XGROUP', 'CREATE', lane, 'dispatch', '0', 'MKSTREAM')
+      ready[lane] = redis.call('XLEN', lane) - redis.call('XPENDING', lane, 'dispatch')[1]
+    end
+    if ready[lane] >= max then
+      out[i] = 'full'
+    else
+      redis.call('HSET', record, 'msg', ARGV[3 * i], 'state', 'queued', 'attempts', '0', 'ver', '0')
+      redis.call('RPUSH', timeline, ARGV[3 * i + 1])
+      redis.call('XADD', lane, '*', 'id', ARGV[3 * i - 1])
+      ready[lane] = ready[lane] + 1
+      out[i] = 'created'
+    end
+  end
 end
--- The consumer group reads from the start of the stream; BUSYGROUP (already there) is ignored.
-redis.pcall('XGROUP', 'CREATE', KEYS[3], 'dispatch', '0', 'MKSTREAM')
--- Ready = entries not yet delivered to the group (acknowledged entries are deleted).
-local ready = redis.call('XLEN', KEYS[3]) - redis.call('XPENDING', KEYS[3], 'dispatch')[1]
-if ready >= tonumber(ARGV[1]) then
-  return 'full'
-end
-redis.call('HSET', KEYS[1], 'msg', ARGV[3], 'state', 'queued', 'attempts', '0', 'ver', '0')
-redis.call('RPUSH', KEYS[2], ARGV[4])
-redis.call('XADD', KEYS[3], '*', 'id', ARGV[2])
-return 'created'
+return out
