@@ -407,6 +407,8 @@ impl std::fmt::Display for E2eReport {
 struct Accepted {
     id: String,
     accepted_at: SystemTime,
+    /// The clinic (= number index) whose API key sent it, to look it up again.
+    clinic: usize,
 }
 
 #[derive(Default)]
@@ -527,6 +529,40 @@ pub(crate) async fn redis_info_field(
         .and_then(|p| p.trim().parse().ok())
 }
 
+/// What the gateway says about (at most three) accepted messages the sandbox never got, asked
+/// before the gateways stop: their status and timeline tell a lost wake-up from a send whose
+/// outcome is unknown (which waits `dispatch.status_grace_ms` before it is sent again).
+async fn describe_missing(
+    http: &reqwest::Client,
+    base: &str,
+    sim: &SandboxState,
+    accepted: &HashMap<String, SystemTime>,
+    clinic_of: &HashMap<String, usize>,
+) -> Vec<String> {
+    let seen: std::collections::HashSet<String> = sim
+        .sent()
+        .iter()
+        .filter_map(|r| r.message.biz_opaque_callback_data.clone())
+        .collect();
+    let mut out = Vec::new();
+    for id in accepted.keys().filter(|id| !seen.contains(*id)).take(3) {
+        let Some(clinic) = clinic_of.get(id) else {
+            continue;
+        };
+        let answer = match http
+            .get(format!("{base}/v1/messages/{id}"))
+            .header("authorization", format!("Bearer {}", api_key(*clinic)))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        out.push(format!("{id}: {answer:.800}"));
+    }
+    out
+}
+
 async fn send_all(
     http: &reqwest::Client,
     bases: &[String],
@@ -590,7 +626,11 @@ async fn send_all(
                             .ok()
                             .and_then(|v| v["id"].as_str().map(str::to_owned));
                         match (status, id) {
-                            (202, Some(id)) => out.accepted.push(Accepted { id, accepted_at }),
+                            (202, Some(id)) => out.accepted.push(Accepted {
+                                id,
+                                accepted_at,
+                                clinic: n,
+                            }),
                             _ => {
                                 *out.errors.entry(format!("http {status}")).or_default() += 1;
                                 out.first_error.get_or_insert_with(|| {
@@ -762,6 +802,7 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
     let mut api_errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut first_api_error = None;
     let mut accepted: HashMap<String, SystemTime> = HashMap::with_capacity(o.messages);
+    let mut clinic_of: HashMap<String, usize> = HashMap::with_capacity(o.messages);
     for w in outs {
         api_latency.merge(&w.latency);
         for (k, v) in w.errors {
@@ -771,6 +812,7 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
             first_api_error = w.first_error;
         }
         for a in w.accepted {
+            clinic_of.insert(a.id.clone(), a.clinic);
             accepted.insert(a.id, a.accepted_at);
         }
     }
@@ -827,6 +869,7 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
     let commands1 = masters.info_sum("stats", "total_commands_processed").await;
     // A short settle so late duplicates and rejections of the last sends are visible.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let missing_sample = describe_missing(&http, &base, &sim, &accepted, &clinic_of).await;
     let owners_moved = if o.clustered() {
         let after = masters.lease_holders(&prefix, &pnids).await;
         owners_at_start
@@ -911,8 +954,9 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
     }
     if missing > 0 {
         problems.push(format!(
-            "{missing} accepted messages never reached the sandbox within {:.0} s",
-            timeout.as_secs_f64()
+            "{missing} accepted messages never reached the sandbox within {:.0} s (as the gateway saw them: {})",
+            timeout.as_secs_f64(),
+            missing_sample.join(" | ")
         ));
     }
     if duplicates > 0 {
