@@ -107,7 +107,9 @@ impl RetryPolicy {
                 | ErrorClass::AccountRestricted
                 | ErrorClass::Permanent => Next::Fail,
             },
-            SendFailure::Http { status } if *status >= 500 || *status == 429 => {
+            // 408: the server timed the request out before processing it (seen from the
+            // sandbox under load), so sending it again cannot duplicate it.
+            SendFailure::Http { status } if *status >= 500 || *status == 429 || *status == 408 => {
                 retry(Duration::ZERO, None)
             }
             SendFailure::Http { .. } => Next::Fail,
@@ -196,6 +198,13 @@ mod tests {
         );
         assert!(matches!(
             p.after_failure(&SendFailure::Http { status: 503 }, 1, 0.5),
+            Next::Retry {
+                pause_number: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            p.after_failure(&SendFailure::Http { status: 408 }, 1, 0.5),
             Next::Retry {
                 pause_number: None,
                 ..
