@@ -37,23 +37,13 @@ impl RedisStore {
         from: &str,
         max: usize,
     ) -> Result<Vec<InboxEntry>, StoreError> {
-        let mut c = self.conn().await?;
-        let res: Result<Value, _> = ::redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(INBOX_GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(max)
-            .arg("STREAMS")
-            .arg(stream)
-            .arg(from)
-            .query_async(&mut c)
-            .await;
-        match res {
-            Ok(v) => self.inbox_entries(stream, &xread_entries(stream, &v)?),
-            // Nothing was ever queued for this clinic.
-            Err(e) if e.code() == Some("NOGROUP") => Ok(Vec::new()),
-            Err(e) => Err(unavailable(e)),
+        // Nothing was ever queued for this clinic when there is no group yet.
+        match self
+            .read_group(stream, INBOX_GROUP, consumer, from, max)
+            .await?
+        {
+            Some(v) => self.inbox_entries(stream, &xread_entries(stream, &v)?),
+            None => Ok(Vec::new()),
         }
     }
 }

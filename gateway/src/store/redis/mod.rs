@@ -271,6 +271,35 @@ impl RedisStore {
         self.inner.conns.get().await.map_err(unavailable)
     }
 
+    /// `XREADGROUP` of one stream from `from` (`>`: new entries; `0`: the consumer's pending
+    /// ones). `None` when the stream or its group does not exist yet.
+    async fn read_group(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        from: &str,
+        max: usize,
+    ) -> Result<Option<Value>, StoreError> {
+        let mut c = self.conn().await?;
+        let res: Result<Value, _> = ::redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(max)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(from)
+            .query_async(&mut c)
+            .await;
+        match res {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.code() == Some("NOGROUP") => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Seals clinics' secrets with `keys` from now on (and opens what they sealed). Once only.
     pub fn set_secret_keys(&self, keys: Arc<crate::secrets::SecretKeys>) -> bool {
         self.inner.secrets.set(keys).is_ok()
@@ -614,23 +643,9 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let stream = self.keys().lane(number, lane);
-        let mut c = self.conn().await?;
-        let res: Result<Value, _> = ::redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(max)
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(">")
-            .query_async(&mut c)
-            .await;
-        let v = match res {
-            Ok(v) => v,
-            // No stream or group yet: nothing was ever queued on this lane.
-            Err(e) if e.code() == Some("NOGROUP") => return Ok(Vec::new()),
-            Err(e) => return Err(unavailable(e)),
+        // No stream or group yet: nothing was ever queued on this lane.
+        let Some(v) = self.read_group(&stream, GROUP, consumer, ">", max).await? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for e in xread_entries(&stream, &v)? {
