@@ -11,6 +11,11 @@ use clinic_gateway::config::Settings;
 use clinic_gateway::template_submit::{self, SubmitRequest};
 use clinic_gateway::{demo, telemetry, tenants};
 
+/// mimalloc instead of glibc malloc: allocation and freeing were about a quarter of the gateway's
+/// CPU samples under load (BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "clinic-gateway",

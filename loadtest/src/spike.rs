@@ -223,11 +223,49 @@ pub struct SpikeReport {
     /// The gateway's `sends_total` by outcome and `meta_errors_total` by code over the spike.
     pub gateway_sends: BTreeMap<String, f64>,
     pub meta_errors: BTreeMap<String, f64>,
+    /// The gateway's send round trips to the sandbox (`meta_request_duration_seconds{op="send"}`):
+    /// mean, and the p50 / p99 buckets' upper bounds, in ms. Each send holds its place in the
+    /// number's window from its release until one second after this answer, so the mean is what
+    /// the window costs of the tier (tier / (1 s + mean)).
+    pub meta_send_ms: MetaRoundTrip,
     pub cpu: CpuReport,
     pub redis_commands_per_message: CommandsPer,
     pub redis_keys_deleted: Option<u64>,
     pub gateway_log: String,
     pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MetaRoundTrip {
+    pub mean: Option<f64>,
+    pub p50_le: Option<f64>,
+    pub p99_le: Option<f64>,
+}
+
+impl MetaRoundTrip {
+    fn between(m0: &Scrape, m1: &Scrape) -> Self {
+        const NAME: &str = "clinic_gateway_meta_request_duration_seconds";
+        let labels = [("op", "send")];
+        let count =
+            m1.sum(&format!("{NAME}_count"), &labels) - m0.sum(&format!("{NAME}_count"), &labels);
+        let sum = m1.sum(&format!("{NAME}_sum"), &labels) - m0.sum(&format!("{NAME}_sum"), &labels);
+        let ms = |q| Scrape::histogram_quantile(m0, m1, NAME, &labels, q).map(|s| s * 1000.0);
+        Self {
+            mean: (count > 0.0).then(|| sum / count * 1000.0),
+            p50_le: ms(0.5),
+            p99_le: ms(0.99),
+        }
+    }
+
+    fn text(&self) -> String {
+        let f = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2} ms"));
+        format!(
+            "mean {}, p50 ≤ {}, p99 ≤ {}",
+            f(self.mean),
+            f(self.p50_le),
+            f(self.p99_le)
+        )
+    }
 }
 
 impl SpikeReport {
@@ -321,8 +359,10 @@ impl SpikeReport {
         );
         s.push_str(&kit::checks_table(&self.checks()));
         s.push_str(&format!(
-            "\nGateway sends by outcome {:?}; Meta errors by code {:?}.\n",
-            self.gateway_sends, self.meta_errors
+            "\nGateway sends by outcome {:?}; Meta errors by code {:?}; send round trip {}.\n",
+            self.gateway_sends,
+            self.meta_errors,
+            self.meta_send_ms.text()
         ));
         s.push_str(&format!(
             "\nCPU (100 % = one core): gateway {}, redis {}, sandbox {:.0} %, loadgen {:.0} %; busiest gateway threads: {}\n\nRedis commands per message: {}\n",
@@ -395,8 +435,10 @@ impl std::fmt::Display for SpikeReport {
         )?;
         writeln!(
             f,
-            "  gateway sends by outcome {:?}; Meta errors by code {:?}",
-            self.gateway_sends, self.meta_errors
+            "  gateway sends by outcome {:?}; Meta errors by code {:?}; send round trip {}",
+            self.gateway_sends,
+            self.meta_errors,
+            self.meta_send_ms.text()
         )?;
         finish::write_footer(
             f,
@@ -926,6 +968,7 @@ pub async fn run(o: SpikeOptions) -> Result<SpikeReport> {
         final_progress,
         gateway_sends: Scrape::delta_by_label(&m0, &m1, "clinic_gateway_sends_total", "outcome"),
         meta_errors: Scrape::delta_by_label(&m0, &m1, "clinic_gateway_meta_errors_total", "code"),
+        meta_send_ms: MetaRoundTrip::between(&m0, &m1),
         cpu: cpu_between(&cpu0, &cpu1),
         redis_commands_per_message: CommandsPer::between(&cmd0, &cmd1, messages),
         redis_keys_deleted,

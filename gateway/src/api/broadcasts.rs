@@ -139,12 +139,22 @@ pub async fn create(
     let body = super::body::read_bounded(&req, payload, 32 * 1024 * 1024).await?;
     let input: BroadcastInput = super::body::parse_json_body(&body)?;
     let dry_run = input.dry_run;
-    let b = draft(&clinic, input)?;
-    let estimate = state.clinical.broadcasts.estimate(&clinic, &b).await?;
+    let mut b = draft(&clinic, input)?;
+    let broadcasts = &state.clinical.broadcasts;
+    let (resolved, category) = broadcasts.resolve(&clinic, &b).await?;
+    let estimate = broadcasts
+        .estimate_resolved(&clinic, &b, &resolved, category)
+        .await?;
     if dry_run {
         return Ok(HttpResponse::Ok().json(json!({"dry_run": true, "estimate": estimate})));
     }
-    state.clinical.broadcasts.save(&b).await?;
+    if b.scheduled_ms <= now_ms() {
+        // Starting now: the audience just resolved is the one it starts with, so it is stored
+        // here instead of being resolved again by the scheduler (seconds for a long list).
+        broadcasts.start_resolved(&mut b, resolved).await?;
+    } else {
+        broadcasts.save(&b).await?;
+    }
     state
         .store
         .schedule(

@@ -34,7 +34,14 @@ use crate::store::{Backend, StoreError};
 use crate::tenants::actors::Actors;
 use crate::tenants::ClinicSettings;
 use model::CHUNK;
-use plan::{Candidate, Resolved};
+use plan::Candidate;
+pub use plan::Resolved;
+
+/// A candidate's index, and whether its phone sent STOP and is not on WhatsApp.
+type PhoneFlags = (usize, bool, bool);
+
+/// Phones read per store round trip when resolving or estimating a broadcast.
+const LOOKUP_CHUNK: usize = 500;
 
 /// The marker slot remembering Meta said a number is not on WhatsApp (131026).
 pub const NOT_ON_WHATSAPP: &str = "nowa";
@@ -188,25 +195,37 @@ impl Broadcasts {
                 }
             }
         }
-        // STOP and "not on WhatsApp" are per phone, whatever the source.
-        let flags: Vec<Result<(bool, bool), StoreError>> = futures::stream::iter(&candidates)
-            .map(|c| async move {
-                match &c.phone {
-                    Ok(p) => Ok((
-                        self.store.opted_out(&clinic.id, p.digits()).await?,
-                        self.store
-                            .marker(&clinic.id, p.digits(), NOT_ON_WHATSAPP)
-                            .await?
-                            .is_some(),
-                    )),
-                    Err(_) => Ok((false, false)),
+        // STOP and "not on WhatsApp" are per phone, whatever the source: read a chunk of
+        // phones per round trip (a 100,000-recipient list took seconds one phone at a time).
+        let phones: Vec<(usize, &str)> = candidates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.phone.as_ref().ok().map(|p| (i, p.digits())))
+            .collect();
+        let flags: Vec<Result<Vec<PhoneFlags>, StoreError>> =
+            futures::stream::iter(phones.chunks(LOOKUP_CHUNK))
+                .map(|chunk| async move {
+                    let digits: Vec<&str> = chunk.iter().map(|(_, d)| *d).collect();
+                    let contacts = self.store.contacts(&clinic.id, &digits).await?;
+                    let nowa = self
+                        .store
+                        .markers(&clinic.id, &digits, NOT_ON_WHATSAPP)
+                        .await?;
+                    Ok(chunk
+                        .iter()
+                        .zip(contacts.iter().zip(nowa))
+                        .map(|((i, _), (c, n))| (*i, c.opted_out, n.is_some()))
+                        .collect())
+                })
+                .buffered(4)
+                .collect()
+                .await;
+        for chunk in flags {
+            for (i, opted_out, not_on_whatsapp) in chunk? {
+                if let Some(c) = candidates.get_mut(i) {
+                    (c.opted_out, c.not_on_whatsapp) = (opted_out, not_on_whatsapp);
                 }
-            })
-            .buffered(64)
-            .collect()
-            .await;
-        for (c, f) in candidates.iter_mut().zip(flags) {
-            (c.opted_out, c.not_on_whatsapp) = f?;
+            }
         }
         Ok((
             plan::resolve(candidates, &b.parameters, &languages, &b.language),
@@ -260,26 +279,38 @@ impl Broadcasts {
         b: &Broadcast,
     ) -> Result<Estimate, ClinicalError> {
         let (resolved, category) = self.resolve(clinic, b).await?;
+        self.estimate_resolved(clinic, b, &resolved, category).await
+    }
+
+    /// The estimate of an audience already resolved (a broadcast created to start now is
+    /// resolved once, for its estimate and its chunks).
+    pub async fn estimate_resolved(
+        &self,
+        clinic: &ClinicSettings,
+        b: &Broadcast,
+        resolved: &Resolved,
+        category: TemplateCategory,
+    ) -> Result<Estimate, ClinicalError> {
         let card = clinic.rate_card.as_ref().unwrap_or(&self.settings.pricing);
         let now = now_ms();
         let mut cost = 0i64;
         let mut outside = 0u64;
-        for t in &resolved.targets {
-            let open = self
-                .store
-                .window_until(&clinic.id, t.phone.digits())
-                .await?
-                .is_some_and(|u| u > now);
-            outside += u64::from(!open);
-            cost += card
-                .quote(Category::of_template(category), &t.phone, open)
-                .0;
+        for targets in resolved.targets.chunks(LOOKUP_CHUNK) {
+            let digits: Vec<&str> = targets.iter().map(|t| t.phone.digits()).collect();
+            let contacts = self.store.contacts(&clinic.id, &digits).await?;
+            for (t, c) in targets.iter().zip(contacts) {
+                let open = c.window_until.is_some_and(|u| u > now);
+                outside += u64::from(!open);
+                cost += card
+                    .quote(Category::of_template(category), &t.phone, open)
+                    .0;
+            }
         }
         let tier = clinic.number(&b.number).map_or(0, |n| n.tier_mps);
         let n = resolved.targets.len() as u64;
         Ok(Estimate {
             recipients: n,
-            skipped: resolved.skipped,
+            skipped: resolved.skipped.clone(),
             category,
             estimated_cost: cost,
             estimated_duration_secs: (plan::duration_secs(
@@ -298,6 +329,16 @@ impl Broadcasts {
     /// Resolves the audience and stores it in chunks (first run of a broadcast).
     async fn start(&self, clinic: &ClinicSettings, b: &mut Broadcast) -> Result<(), ClinicalError> {
         let (resolved, _) = self.resolve(clinic, b).await?;
+        self.start_resolved(b, resolved).await
+    }
+
+    /// Stores an audience resolved just now in chunks and marks the broadcast queuing: the
+    /// scheduler's next run of it queues the first chunk.
+    pub async fn start_resolved(
+        &self,
+        b: &mut Broadcast,
+        resolved: Resolved,
+    ) -> Result<(), ClinicalError> {
         for (i, chunk) in resolved.targets.chunks(CHUNK).enumerate() {
             let json = serde_json::to_string(chunk).map_err(|e| corrupt(&b.id, e))?;
             let id = format!("{}:{i}", b.id);

@@ -200,7 +200,7 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
     // round trip) would otherwise shift sends into the next rolling second Meta counts.
     core.wait_if_paused().await;
     let paced = Instant::now();
-    core.pacer.until_tier_ready(msg.lane).await;
+    let slot = core.pacer.until_tier_ready(msg.lane).await;
     if !still_owner(core) {
         // The lease moved while this send waited for the pacer: the new owner's pacer counts
         // from now, so do not send beside it. The record stays `sending`; its new owner waits
@@ -239,6 +239,8 @@ async fn send(core: &Core, entry: &QueueEntry, record: MessageRecord) {
         .client(&clinic)
         .send_message(core.deps.meta.token(&clinic), entry.number.as_str(), &out)
         .await;
+    // Meta has counted it (or never will): its last second in the number's window starts now.
+    drop(slot);
     let result_label = match &result {
         Ok(_) => "ok",
         Err(e) if e.outcome_unknown() => "unknown",

@@ -2,8 +2,11 @@
 //!
 //! Sends waiting for the tier are served by lane, not by arrival: a lab report claimed behind
 //! half a second of broadcast copies takes the next free send, not the last. Behind the GCRA a
-//! window of the last second's releases caps any rolling second at the paced rate: Meta counts
-//! arrivals per rolling second, and after a stall GCRA alone lets the backlog bunch up.
+//! window caps every rolling second Meta can count at the tier: a send counts from its release
+//! until one second after Meta's answer, because Meta counted it somewhere in between, and a
+//! stall between the pacer and Meta (this process, the network, Meta's front end) moves those
+//! arrivals later, bunching them up. Counting releases alone let a stalled batch land in the
+//! same rolling second as the sends released after it (130429 in the spike benchmark).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -17,18 +20,16 @@ use tokio::sync::oneshot;
 
 use crate::domain::Lane;
 
-/// The quota used for a tier: `headroom` of the tier's rate, with a burst small enough that no
-/// one-second window ever holds more than the tier (Meta counts sends per rolling second).
+/// The GCRA for a tier: `headroom` of the tier's rate, with a burst of 50 ms of the tier so that
+/// the time a stall took is made up right after it. The window (not the GCRA) keeps every
+/// rolling second within the tier.
 pub fn tier_quota(tier_mps: u32, headroom: f64) -> Option<Quota> {
     if tier_mps == 0 {
         return None;
     }
     let rate = ((tier_mps as f64) * headroom).floor().max(1.0) as u32;
-    let burst = (tier_mps / 20)
-        .max(1)
-        .min(tier_mps.saturating_sub(rate).max(1));
     let rate = NonZeroU32::new(rate)?;
-    let burst = NonZeroU32::new(burst)?;
+    let burst = NonZeroU32::new((tier_mps / 20).max(1))?;
     Some(Quota::per_second(rate).allow_burst(burst))
 }
 
@@ -42,44 +43,73 @@ pub struct Pacer {
 /// What Meta counts its throughput over.
 const SECOND: Duration = Duration::from_secs(1);
 
-/// The sends released in the last second, so that no rolling second holds more than `cap`.
+/// How often a window full of unanswered sends looks again (Meta is slow to answer: rare).
+const IN_FLIGHT_RECHECK: Duration = Duration::from_millis(5);
+
+/// The sends Meta may still count in a rolling second that includes the next one: those not yet
+/// answered, and those answered less than a second ago. At most `cap` of them, so no rolling
+/// second at Meta ever holds more than `cap` arrivals, however the requests were delayed.
 #[derive(Debug, Default)]
 pub struct SendWindow {
     /// `None`: unpaced.
     cap: Option<usize>,
-    released: VecDeque<Instant>,
+    in_flight: usize,
+    answered: VecDeque<Instant>,
 }
 
 impl SendWindow {
     pub fn new(cap: Option<usize>) -> Self {
         Self {
             cap,
-            released: VecDeque::new(),
+            in_flight: 0,
+            answered: VecDeque::new(),
         }
     }
 
     /// How long until one more send keeps every rolling second within the cap (`None`: now).
     pub fn wait_before_next(&mut self, now: Instant) -> Option<Duration> {
         while self
-            .released
+            .answered
             .front()
             .is_some_and(|t| now.saturating_duration_since(*t) >= SECOND)
         {
-            self.released.pop_front();
+            self.answered.pop_front();
         }
         let cap = self.cap?;
-        if self.released.len() < cap {
+        if self.in_flight + self.answered.len() < cap {
             return None;
         }
-        self.released
-            .front()
-            .map(|oldest| (*oldest + SECOND).saturating_duration_since(now))
+        Some(
+            self.answered
+                .front()
+                .map_or(IN_FLIGHT_RECHECK, |oldest| {
+                    (*oldest + SECOND).saturating_duration_since(now)
+                })
+                .max(Duration::from_micros(100)),
+        )
     }
 
-    pub fn record(&mut self, at: Instant) {
-        if self.cap.is_some() {
-            self.released.push_back(at);
+    /// A send was released to Meta: it counts until a second after its answer. Returns whether
+    /// it was counted (an unpaced number counts nothing).
+    pub fn released(&mut self) -> bool {
+        if self.cap.is_none() {
+            return false;
         }
+        self.in_flight += 1;
+        true
+    }
+
+    /// Meta answered (or the request gave up) at `at` for a send `released` counted.
+    pub fn answered(&mut self, at: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.cap.is_some() {
+            self.answered.push_back(at);
+        }
+    }
+
+    /// A counted send that never went out.
+    pub fn cancelled(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 
     pub fn set_cap(&mut self, cap: Option<usize>) {
@@ -87,10 +117,25 @@ impl SendWindow {
     }
 }
 
-/// The window's cap for a tier: the paced rate (`None` when unpaced).
-fn window_cap(tier_mps: u32, headroom: f64) -> Option<usize> {
-    tier_quota(tier_mps, headroom)?;
-    Some(((tier_mps as f64) * headroom).floor().max(1.0) as usize)
+/// The window's cap for a tier: the tier itself (`None` when unpaced). No margin: the window
+/// counts every send for at least as long as Meta can.
+fn window_cap(tier_mps: u32) -> Option<usize> {
+    (tier_mps > 0).then_some(tier_mps as usize)
+}
+
+/// A send's place in its number's window, held until Meta answers it. Dropping it (the answer
+/// came, the request failed, or the send was abandoned) starts its last second in the window.
+#[must_use = "hold the slot until Meta answers the send"]
+pub struct TierSlot {
+    turns: Option<Rc<Turns>>,
+}
+
+impl Drop for TierSlot {
+    fn drop(&mut self) {
+        if let Some(turns) = self.turns.take() {
+            turns.window.borrow_mut().answered(Instant::now());
+        }
+    }
 }
 
 /// The sends waiting for the number's tier, one queue per lane, and the one task handing out
@@ -98,13 +143,13 @@ fn window_cap(tier_mps: u32, headroom: f64) -> Option<usize> {
 struct Turns {
     /// Replaced when Meta moves the number's tier.
     tier: RefCell<Option<Rc<DefaultDirectRateLimiter>>>,
-    waiting: RefCell<[VecDeque<oneshot::Sender<()>>; 3]>,
+    waiting: RefCell<[VecDeque<oneshot::Sender<bool>>; 3]>,
     serving: Cell<bool>,
     window: RefCell<SendWindow>,
 }
 
 impl Turns {
-    fn next_waiter(&self) -> Option<oneshot::Sender<()>> {
+    fn next_waiter(&self) -> Option<oneshot::Sender<bool>> {
         let mut waiting = self.waiting.borrow_mut();
         waiting.iter_mut().find_map(|q| {
             // A waiter that gave up (its send was dropped) does not take a turn.
@@ -140,8 +185,12 @@ impl Turns {
             }
             // The highest lane waiting now takes it (a care message may have arrived meanwhile).
             if let Some(tx) = self.next_waiter() {
-                if tx.send(()).is_ok() {
-                    self.window.borrow_mut().record(Instant::now());
+                let counted = self.window.borrow_mut().released();
+                if let Err(counted_slot) = tx.send(counted) {
+                    // The send was dropped while it waited: nothing goes out on this turn.
+                    if counted_slot {
+                        self.window.borrow_mut().cancelled();
+                    }
                 }
             }
         }
@@ -162,7 +211,7 @@ impl Pacer {
                 ),
                 waiting: RefCell::new(Default::default()),
                 serving: Cell::new(false),
-                window: RefCell::new(SendWindow::new(window_cap(tier_mps, headroom))),
+                window: RefCell::new(SendWindow::new(window_cap(tier_mps))),
             }),
             pair: RateLimiter::keyed(pair_quota),
             clock: DefaultClock::default(),
@@ -177,25 +226,26 @@ impl Pacer {
     }
 
     /// Waits for the number's throughput budget, behind every waiting send of a higher lane.
-    /// Only the dispatcher's sends await this (on its arbiter), never a handler.
-    pub async fn until_tier_ready(&self, lane: Lane) {
+    /// Only the dispatcher's sends await this (on its arbiter), never a handler. Hold the slot
+    /// until Meta answers the send.
+    pub async fn until_tier_ready(&self, lane: Lane) -> TierSlot {
         let (tx, rx) = oneshot::channel();
         self.turns.waiting.borrow_mut()[lane.index()].push_back(tx);
         if !self.turns.serving.replace(true) {
             actix::spawn(self.turns.clone().serve());
         }
         // The server only stops when nobody waits, so the sender is never dropped unanswered.
-        let _ = rx.await;
+        let counted = rx.await.unwrap_or(false);
+        TierSlot {
+            turns: counted.then(|| self.turns.clone()),
+        }
     }
 
     /// Paces the number at a new tier from now on.
     pub fn set_tier(&self, tier_mps: u32) {
         *self.turns.tier.borrow_mut() =
             tier_quota(tier_mps, self.headroom).map(|q| Rc::new(RateLimiter::direct(q)));
-        self.turns
-            .window
-            .borrow_mut()
-            .set_cap(window_cap(tier_mps, self.headroom));
+        self.turns.window.borrow_mut().set_cap(window_cap(tier_mps));
     }
 
     /// Forgets recipients whose budget is full again, so memory follows active recipients only.
@@ -210,16 +260,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tier_quota_stays_under_the_tier_in_any_second() {
-        for tier in [20u32, 80, 1000] {
-            let q = tier_quota(tier, 0.9).unwrap_or_else(|| panic!("quota for {tier}"));
-            let per_sec =
+    fn tier_quota_paces_at_the_headroom_and_bursts_50_ms() {
+        for (tier, per_sec, burst) in [(20u32, 18, 1), (80, 72, 4), (1000, 995, 50)] {
+            let headroom = if tier == 1000 { 0.995 } else { 0.9 };
+            let q = tier_quota(tier, headroom).unwrap_or_else(|| panic!("quota for {tier}"));
+            let got =
                 (Duration::from_secs(1).as_nanos() / q.replenish_interval().as_nanos()) as u32;
-            assert!(
-                per_sec + q.burst_size().get() <= tier,
-                "tier {tier}: {per_sec} + {}",
-                q.burst_size()
-            );
+            assert_eq!((got, q.burst_size().get()), (per_sec, burst), "tier {tier}");
         }
         assert!(tier_quota(0, 0.9).is_none());
     }
@@ -236,26 +283,87 @@ mod tests {
     }
 
     #[test]
-    fn the_window_holds_at_most_the_cap_in_any_second() {
+    fn the_window_counts_a_send_until_a_second_after_its_answer() {
         let mut w = SendWindow::new(Some(3));
         let t0 = Instant::now();
-        for i in 0..3 {
-            let at = t0 + Duration::from_millis(i * 10);
-            assert_eq!(w.wait_before_next(at), None);
-            w.record(at);
+        for _ in 0..3 {
+            assert_eq!(w.wait_before_next(t0), None);
+            assert!(w.released());
         }
-        // The fourth waits until the first is a second old.
+        // Three unanswered: full until an answer, however long ago they were released.
+        assert_eq!(
+            w.wait_before_next(t0 + Duration::from_secs(5)),
+            Some(IN_FLIGHT_RECHECK)
+        );
+        w.answered(t0 + Duration::from_millis(100));
+        w.answered(t0 + Duration::from_millis(300));
         let at = t0 + Duration::from_millis(500);
-        assert_eq!(w.wait_before_next(at), Some(Duration::from_millis(500)));
-        assert_eq!(w.wait_before_next(t0 + SECOND), None);
-        // Unpaced: never waits, keeps nothing.
+        assert_eq!(w.wait_before_next(at), Some(Duration::from_millis(600)));
+        assert_eq!(w.wait_before_next(t0 + Duration::from_millis(1100)), None);
+        // A send that never went out frees its place at once.
+        let mut c = SendWindow::new(Some(1));
+        assert!(c.released());
+        c.cancelled();
+        assert_eq!(c.wait_before_next(t0), None);
+        // Unpaced: never waits, counts nothing.
         let mut free = SendWindow::new(None);
         for _ in 0..10 {
-            free.record(t0);
+            assert!(!free.released());
+            free.answered(t0);
         }
         assert_eq!(free.wait_before_next(t0), None);
-        assert_eq!(window_cap(1_000, 0.995), Some(995));
-        assert_eq!(window_cap(0, 0.9), None);
+        assert_eq!(window_cap(1_000), Some(1_000));
+        assert_eq!(window_cap(0), None);
+    }
+
+    /// Sends released as fast as the window allows, each reaching "Meta" at some moment
+    /// between its release and its answer, with stalls that hold a run of requests back and then
+    /// let them through together: no rolling second at Meta holds more than the cap. Counting
+    /// releases alone (the window before) lets each stalled run land beside the sends released
+    /// after it.
+    #[test]
+    fn stalled_requests_never_bunch_past_the_cap_at_meta() {
+        let cap = 50;
+        let mut w = SendWindow::new(Some(cap));
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Answers not yet given, and every send's arrival at Meta.
+        let mut answers: Vec<Instant> = Vec::new();
+        let mut arrivals: Vec<Instant> = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(6) {
+            answers.sort();
+            while answers.first().is_some_and(|a| *a <= now) {
+                w.answered(answers.remove(0));
+            }
+            if w.wait_before_next(now).is_some() {
+                now += Duration::from_micros(500);
+                continue;
+            }
+            assert!(w.released());
+            // Every 700 ms, the requests of the first 150 ms stall until it ends.
+            let into_cycle = now.duration_since(t0).as_millis() as u64 % 700;
+            let arrival = if into_cycle < 150 {
+                now + ms(150 - into_cycle)
+            } else {
+                now + ms(1 + into_cycle % 3)
+            };
+            arrivals.push(arrival);
+            answers.push(arrival + ms(2));
+        }
+        arrivals.sort();
+        let mut busiest = 0;
+        let mut from = 0;
+        for (to, at) in arrivals.iter().enumerate() {
+            while at.duration_since(arrivals[from]) >= SECOND {
+                from += 1;
+            }
+            busiest = busiest.max(to + 1 - from);
+        }
+        assert!(arrivals.len() > cap * 5, "{} sent", arrivals.len());
+        assert!(busiest <= cap, "{busiest} arrivals in one rolling second");
+        // ... and it is not idle: close to the cap in the busiest second.
+        assert!(busiest >= cap - 2, "{busiest}");
     }
 
     /// Ten broadcast copies wait at 20 mps; a care message that starts waiting after them is
@@ -268,14 +376,14 @@ mod tests {
         for i in 0..10 {
             let (p, order) = (p.clone(), order.clone());
             waiting.push(actix::spawn(async move {
-                p.until_tier_ready(Lane::Bulk).await;
+                let _slot = p.until_tier_ready(Lane::Bulk).await;
                 order.borrow_mut().push(format!("bulk{i}"));
             }));
         }
         tokio::time::sleep(Duration::from_millis(60)).await;
         let (p2, order2) = (p.clone(), order.clone());
         waiting.push(actix::spawn(async move {
-            p2.until_tier_ready(Lane::Care).await;
+            let _slot = p2.until_tier_ready(Lane::Care).await;
             order2.borrow_mut().push("care".to_owned());
         }));
         for w in waiting {

@@ -218,6 +218,25 @@ async fn markers_expire_and_clear(s: &impl RecordStore) {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(get("comment").await.as_deref(), Some("vis_1"));
     assert_eq!(get("other").await, None);
+    // Several patients at once, in order, with or without `+`.
+    let many = s
+        .markers(
+            &a,
+            &["919800000002", "+919800000001", "919800000001"],
+            "comment",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        many,
+        vec![None, Some("vis_1".to_owned()), Some("vis_1".to_owned())]
+    );
+    assert_eq!(
+        s.markers(&a, &[], "comment")
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        Vec::<Option<String>>::new()
+    );
     tokio::time::sleep(std::time::Duration::from_millis(80)).await;
     assert_eq!(get("short").await, None, "expired");
     s.set_marker(&a, "919800000001", "comment", None, 0)

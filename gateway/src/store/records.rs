@@ -128,4 +128,18 @@ pub trait RecordStore: Send + Sync + 'static {
         patient: &str,
         slot: &str,
     ) -> Result<Option<String>, StoreError>;
+
+    /// [`Self::marker`] of several patients of one tenant, in order (one round trip on Redis).
+    async fn markers(
+        &self,
+        tenant: &TenantId,
+        patients: &[&str],
+        slot: &str,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let mut out = Vec::with_capacity(patients.len());
+        for p in patients {
+            out.push(self.marker(tenant, p, slot).await?);
+        }
+        Ok(out)
+    }
 }

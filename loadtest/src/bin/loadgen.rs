@@ -21,6 +21,10 @@ use loadtest::touchpoints::{self, TouchpointsOptions};
 use loadtest::webhook_storm::{self, StormArgs};
 use loadtest::{kit, residency};
 
+/// The same allocator as the gateway, so the harness takes as little of the shared cores as it can.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load-test scenarios for Clinic Gateway (loopback only, bounded in time and count).
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]

@@ -10,6 +10,10 @@ use whatsapp_cloud::sandbox::{
     Sandbox, SandboxConfig, SandboxState, TemplateCategory, TemplateStatus,
 };
 
+/// The same allocator as the gateway, so the harness takes as little of the shared cores as it can.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Simulates Meta's WhatsApp Cloud API (Graph routes under /{version}/…, signed webhooks, and a
 /// /_sim/… control API) for many business numbers at once.
 #[derive(Debug, Parser)]

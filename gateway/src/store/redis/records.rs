@@ -264,4 +264,28 @@ impl RecordStore for RedisStore {
         let key = self.keys().marker(tenant, patient, slot);
         opt_text(&key, self.run(::redis::cmd("GET").arg(&key)).await?)
     }
+
+    async fn markers(
+        &self,
+        tenant: &TenantId,
+        patients: &[&str],
+        slot: &str,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        if patients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys();
+        let keys: Vec<String> = patients.iter().map(|p| k.marker(tenant, p, slot)).collect();
+        // One {t:} slot: one MGET.
+        let reply = self.run(::redis::cmd("MGET").arg(&keys)).await?;
+        let values = items(&reply)
+            .ok_or_else(|| corrupt(&keys[0], format!("expected an array, got {reply:?}")))?;
+        if values.len() != keys.len() {
+            return Err(corrupt(&keys[0], "MGET answered another number of values"));
+        }
+        keys.iter()
+            .zip(values)
+            .map(|(key, v)| opt_text(key, v.clone()))
+            .collect()
+    }
 }
