@@ -142,9 +142,7 @@ pub async fn create(
     let mut b = draft(&clinic, input)?;
     let broadcasts = &state.clinical.broadcasts;
     let (resolved, category) = broadcasts.resolve(&clinic, &b).await?;
-    let estimate = broadcasts
-        .estimate_resolved(&clinic, &b, &resolved, category)
-        .await?;
+    let estimate = broadcasts.estimate(&clinic, &b, &resolved, category);
     if dry_run {
         return Ok(HttpResponse::Ok().json(json!({"dry_run": true, "estimate": estimate})));
     }

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::outbound::SubmitError;
 use crate::patients::{PatientDirectory, Purpose};
 use crate::pricing::Category;
+use crate::store::clinical::Contact;
 use crate::store::records::RecordKind;
 use crate::store::{Backend, StoreError};
 use crate::tenants::actors::Actors;
@@ -36,9 +37,6 @@ use crate::tenants::ClinicSettings;
 use model::CHUNK;
 use plan::Candidate;
 pub use plan::Resolved;
-
-/// A candidate's index, and whether its phone sent STOP and is not on WhatsApp.
-type PhoneFlags = (usize, bool, bool);
 
 /// Phones read per store round trip when resolving or estimating a broadcast.
 const LOOKUP_CHUNK: usize = 500;
@@ -179,6 +177,7 @@ impl Broadcasts {
                         consented,
                         opted_out: false,
                         not_on_whatsapp: false,
+                        window_until: None,
                         own_parameters: None,
                     });
                 }
@@ -195,14 +194,14 @@ impl Broadcasts {
                 }
             }
         }
-        // STOP and "not on WhatsApp" are per phone, whatever the source: read a chunk of
-        // phones per round trip (a 100,000-recipient list took seconds one phone at a time).
+        // STOP, "not on WhatsApp" and the window are per phone, whatever the source: read a
+        // chunk of phones per round trip (a 100,000-recipient list took seconds one at a time).
         let phones: Vec<(usize, &str)> = candidates
             .iter()
             .enumerate()
             .filter_map(|(i, c)| c.phone.as_ref().ok().map(|p| (i, p.digits())))
             .collect();
-        let flags: Vec<Result<Vec<PhoneFlags>, StoreError>> =
+        let read: Vec<Result<Vec<(Contact, bool)>, StoreError>> =
             futures::stream::iter(phones.chunks(LOOKUP_CHUNK))
                 .map(|chunk| async move {
                     let digits: Vec<&str> = chunk.iter().map(|(_, d)| *d).collect();
@@ -211,19 +210,23 @@ impl Broadcasts {
                         .store
                         .markers(&clinic.id, &digits, NOT_ON_WHATSAPP)
                         .await?;
-                    Ok(chunk
-                        .iter()
-                        .zip(contacts.iter().zip(nowa))
-                        .map(|((i, _), (c, n))| (*i, c.opted_out, n.is_some()))
+                    Ok(contacts
+                        .into_iter()
+                        .zip(nowa.iter().map(Option::is_some))
                         .collect())
                 })
                 .buffered(4)
                 .collect()
                 .await;
-        for chunk in flags {
-            for (i, opted_out, not_on_whatsapp) in chunk? {
+        // The candidates each answer belongs to, in the order read.
+        let indexes: Vec<usize> = phones.iter().map(|(i, _)| *i).collect();
+        let mut at = indexes.into_iter();
+        for chunk in read {
+            for ((contact, not_on_whatsapp), i) in chunk?.into_iter().zip(&mut at) {
                 if let Some(c) = candidates.get_mut(i) {
-                    (c.opted_out, c.not_on_whatsapp) = (opted_out, not_on_whatsapp);
+                    c.opted_out = contact.opted_out;
+                    c.window_until = contact.window_until;
+                    c.not_on_whatsapp = not_on_whatsapp;
                 }
             }
         }
@@ -269,46 +272,34 @@ impl Broadcasts {
             consented,
             opted_out: false,
             not_on_whatsapp: false,
+            window_until: None,
             own_parameters: r.parameters.clone(),
         })
     }
 
-    pub async fn estimate(
-        &self,
-        clinic: &ClinicSettings,
-        b: &Broadcast,
-    ) -> Result<Estimate, ClinicalError> {
-        let (resolved, category) = self.resolve(clinic, b).await?;
-        self.estimate_resolved(clinic, b, &resolved, category).await
-    }
-
-    /// The estimate of an audience already resolved (a broadcast created to start now is
-    /// resolved once, for its estimate and its chunks).
-    pub async fn estimate_resolved(
+    /// The dry-run figures of a resolved audience (no store reads: the windows were read while
+    /// resolving).
+    pub fn estimate(
         &self,
         clinic: &ClinicSettings,
         b: &Broadcast,
         resolved: &Resolved,
         category: TemplateCategory,
-    ) -> Result<Estimate, ClinicalError> {
+    ) -> Estimate {
         let card = clinic.rate_card.as_ref().unwrap_or(&self.settings.pricing);
         let now = now_ms();
         let mut cost = 0i64;
         let mut outside = 0u64;
-        for targets in resolved.targets.chunks(LOOKUP_CHUNK) {
-            let digits: Vec<&str> = targets.iter().map(|t| t.phone.digits()).collect();
-            let contacts = self.store.contacts(&clinic.id, &digits).await?;
-            for (t, c) in targets.iter().zip(contacts) {
-                let open = c.window_until.is_some_and(|u| u > now);
-                outside += u64::from(!open);
-                cost += card
-                    .quote(Category::of_template(category), &t.phone, open)
-                    .0;
-            }
+        for (t, until) in resolved.targets.iter().zip(&resolved.window_until) {
+            let open = until.is_some_and(|u| u > now);
+            outside += u64::from(!open);
+            cost += card
+                .quote(Category::of_template(category), &t.phone, open)
+                .0;
         }
         let tier = clinic.number(&b.number).map_or(0, |n| n.tier_mps);
         let n = resolved.targets.len() as u64;
-        Ok(Estimate {
+        Estimate {
             recipients: n,
             skipped: resolved.skipped.clone(),
             category,
@@ -323,7 +314,7 @@ impl Broadcasts {
             tier_mps: tier,
             messaging_limit_needed: outside,
             messaging_limit: clinic.messaging_limit,
-        })
+        }
     }
 
     /// Resolves the audience and stores it in chunks (first run of a broadcast).

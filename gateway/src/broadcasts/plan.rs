@@ -18,6 +18,8 @@ pub struct Candidate {
     pub consented: bool,
     pub opted_out: bool,
     pub not_on_whatsapp: bool,
+    /// Until when the patient's customer-service window is open (read with `opted_out`).
+    pub window_until: Option<i64>,
     /// Explicit per-recipient parameters (a listed recipient's own).
     pub own_parameters: Option<Vec<String>>,
 }
@@ -26,6 +28,8 @@ pub struct Candidate {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resolved {
     pub targets: Vec<Target>,
+    /// Each target's window as read when resolving, in `targets` order (for the estimate).
+    pub window_until: Vec<Option<i64>>,
     pub skipped: BTreeMap<SkipReason, u64>,
 }
 
@@ -104,6 +108,7 @@ pub fn resolve(
             language,
             parameters,
         });
+        out.window_until.push(c.window_until);
     }
     out
 }
@@ -129,6 +134,7 @@ mod tests {
             consented: true,
             opted_out: false,
             not_on_whatsapp: false,
+            window_until: None,
             own_parameters: None,
         }
     }

@@ -79,14 +79,9 @@ impl SendWindow {
         if self.in_flight + self.answered.len() < cap {
             return None;
         }
-        Some(
-            self.answered
-                .front()
-                .map_or(IN_FLIGHT_RECHECK, |oldest| {
-                    (*oldest + SECOND).saturating_duration_since(now)
-                })
-                .max(Duration::from_micros(100)),
-        )
+        Some(self.answered.front().map_or(IN_FLIGHT_RECHECK, |oldest| {
+            (*oldest + SECOND).saturating_duration_since(now)
+        }))
     }
 
     /// A send was released to Meta: it counts until a second after its answer. Returns whether
