@@ -1,5 +1,5 @@
 //! Broadcasts end to end on real Redis + the sandbox: filters pick exactly the right patients,
-//! dry runs match runs, consent and STOP are honoured, cancelling stops sending and refunds, a
+//! dry runs match runs, consent, STOP and "not on WhatsApp" are honoured, cancelling stops sending and refunds, a
 //! lab report overtakes a running broadcast, and the tier is never exceeded.
 
 mod common;
@@ -368,4 +368,71 @@ async fn bad_broadcasts_are_refused_naming_the_field() {
             .await;
         assert_eq!((s, v["field"].as_str()), (422, Some(field)), "{v}");
     }
+}
+
+/// A number Meta called "not on WhatsApp" is skipped with its reason, and the estimate counts
+/// only patients outside their window against the messaging limit (one patient has just
+/// written in). The run sends to exactly the others.
+#[actix_rt::test]
+async fn numbers_not_on_whatsapp_are_skipped_and_open_windows_are_not_counted() {
+    let app = spawn_app("brd_nowa", Options::default()).await;
+    drive_templates(&app).await;
+    let gone = patient(301);
+    app.sim.mark_not_on_whatsapp(gone.trim_start_matches('+'));
+    let failed = app.send(&template(&gone)).await;
+    let v = app
+        .wait_for(&failed, &["failed"], Duration::from_secs(10))
+        .await;
+    assert_eq!(v["error"]["code"], 131026, "{v}");
+    let (closed, open) = (patient(302), patient(303));
+    app.sim
+        .inject_inbound_text(NUMBER_A, digits(&open), "hello");
+    // The message reached the clinic's inbox, so the patient's window is open.
+    let arrived = eventually_async(Duration::from_secs(10), || async {
+        let (_, inbox) = app.call(Method::GET, "/v1/inbox", KEY_A, None).await;
+        inbox["messages"].as_array().is_some_and(|m| !m.is_empty())
+    })
+    .await;
+    assert!(arrived, "the patient's message reached the inbox");
+
+    let request = json!({"template": {"name": "review_due", "language": "en"},
+        "parameters": [{"field": "name"}],
+        "recipients": [{"phone": gone, "name": "Gone"}, {"phone": closed, "name": "Closed"},
+                       {"phone": open, "name": "Open"}]});
+    let mut dry = request.clone();
+    dry["dry_run"] = json!(true);
+    let (s, d) = app
+        .call(Method::POST, "/v1/broadcasts", KEY_A, Some(dry))
+        .await;
+    assert_eq!(s, 200, "{d}");
+    let e = &d["estimate"];
+    assert_eq!(e["recipients"], 2, "{d}");
+    assert_eq!(e["skipped"]["not_on_whatsapp"], 1, "{d}");
+    assert_eq!(
+        e["messaging_limit_needed"], 1,
+        "only the closed window counts: {d}"
+    );
+
+    let (s, created) = app
+        .call(Method::POST, "/v1/broadcasts", KEY_A, Some(request))
+        .await;
+    assert_eq!(s, 202, "{created}");
+    assert!(
+        eventually(Duration::from_secs(10), || broadcast_sends(
+            &app,
+            "review_due"
+        )
+        .len()
+            >= 2)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut to: Vec<String> = broadcast_sends(&app, "review_due")
+        .into_iter()
+        .map(|r| r.to)
+        .collect();
+    to.sort();
+    let mut want = vec![digits(&closed).to_owned(), digits(&open).to_owned()];
+    want.sort();
+    assert_eq!(to, want);
 }
