@@ -378,11 +378,7 @@ async fn numbers_not_on_whatsapp_are_skipped_and_open_windows_are_not_counted() 
     let app = spawn_app("brd_nowa", Options::default()).await;
     drive_templates(&app).await;
     let gone = patient(301);
-    app.sim.mark_not_on_whatsapp(gone.trim_start_matches('+'));
-    let failed = app.send(&template(&gone)).await;
-    let v = app
-        .wait_for(&failed, &["failed"], Duration::from_secs(10))
-        .await;
+    let (_, v) = app.send_to_number_not_on_whatsapp(&gone).await;
     assert_eq!(v["error"]["code"], 131026, "{v}");
     let (closed, open) = (patient(302), patient(303));
     app.sim

@@ -44,12 +44,7 @@ async fn retry(app: &TestApp, key: &str, id: &str, body: Option<Value>) -> (u16,
 /// One of each: failed for good (131026), failed after transient errors ran out of attempts
 /// (131000), expired; then a healthy one that is not a dead letter.
 async fn seed(app: &TestApp) -> (String, String, String, String) {
-    let gone = patient(1);
-    app.sim.mark_not_on_whatsapp(gone.trim_start_matches('+'));
-    let not_on_wa = app.send(&template(&gone)).await;
-    let v = app
-        .wait_for(&not_on_wa, &["failed"], Duration::from_secs(10))
-        .await;
+    let (not_on_wa, v) = app.send_to_number_not_on_whatsapp(&patient(1)).await;
     assert_eq!(v["error"]["code"], 131026, "{v}");
 
     app.sim.set_faults(Faults {

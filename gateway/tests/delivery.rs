@@ -167,12 +167,7 @@ async fn timeouts_wait_for_the_status_and_never_duplicate() {
 #[actix_rt::test]
 async fn permanent_errors_fail_with_metas_code_and_text() {
     let app = spawn_app("permanent", Options::default()).await;
-    let gone = patient(7);
-    app.sim.mark_not_on_whatsapp(gone.trim_start_matches('+'));
-    let id = app.send(&template(&gone)).await;
-    let v = app
-        .wait_for(&id, &["failed"], Duration::from_secs(10))
-        .await;
+    let (_, v) = app.send_to_number_not_on_whatsapp(&patient(7)).await;
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(v["error"]["code"], 131026, "{v}");
     assert!(

@@ -188,12 +188,7 @@ async fn clinic_b_cannot_reach_clinic_a() {
     let msg = app.send(&template(&patient(1))).await;
     app.wait_for(&msg, &["delivered", "read"], Duration::from_secs(10))
         .await;
-    let gone = patient(2);
-    app.sim.mark_not_on_whatsapp(gone.trim_start_matches('+'));
-    let dead = app.send(&template(&gone)).await;
-    let v = app
-        .wait_for(&dead, &["failed"], Duration::from_secs(10))
-        .await;
+    let (dead, v) = app.send_to_number_not_on_whatsapp(&patient(2)).await;
     assert_eq!(v["status"], "failed", "{v}");
     let pdf = clinic_gateway::pdf::sample("Hb 13.2 g/dL", 2_000);
     let (s, doc) = app

@@ -387,6 +387,17 @@ impl TestApp {
         }
     }
 
+    /// Makes the sandbox answer 131026 for `phone` and sends it a template; returns the message
+    /// id and its view once it failed (or the timeout passed).
+    pub async fn send_to_number_not_on_whatsapp(&self, phone: &str) -> (String, Value) {
+        self.sim.mark_not_on_whatsapp(phone.trim_start_matches('+'));
+        let id = self.send(&template(phone)).await;
+        let v = self
+            .wait_for(&id, &["failed"], Duration::from_secs(10))
+            .await;
+        (id, v)
+    }
+
     /// Sandbox records of one message, judged by the id the gateway put in biz_opaque_callback_data.
     pub fn sent_for(&self, id: &str) -> Vec<SentRecord> {
         self.sim
