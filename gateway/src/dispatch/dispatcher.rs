@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,9 @@ pub(super) struct Core {
     pub paused_until: Cell<Option<Instant>>,
     pub draining: Cell<bool>,
     pub wake: Arc<Notify>,
+    /// See `Running::backlog`: set by every wake, cleared here when a claim round empties the
+    /// queues.
+    pub backlog: Arc<std::sync::atomic::AtomicBool>,
     /// The lease this node sends under (several nodes); `None` on a single node.
     pub fence: Option<crate::store::leases::Fence>,
     /// Set when this node just took the number over: the first reclaim takes every entry the
@@ -85,6 +89,7 @@ impl Dispatcher {
         number: BusinessNumber,
         deps: DispatchDeps,
         wake: Arc<Notify>,
+        backlog: Arc<std::sync::atomic::AtomicBool>,
         fence: Option<crate::store::leases::Fence>,
         took_over: bool,
     ) -> Self {
@@ -118,6 +123,7 @@ impl Dispatcher {
                 paused_until: Cell::new(None),
                 draining: Cell::new(false),
                 wake,
+                backlog,
                 fence,
                 reclaim_all: Cell::new(took_over),
             }),
@@ -261,7 +267,11 @@ async fn run(core: Rc<Core>) {
         }
 
         round = round.wrapping_add(1);
+        // Cleared before the claim: an accept after this point sets it again, and one before it
+        // is claimed now unless the round fills up (which sets it again below).
+        core.backlog.store(false, Ordering::Release);
         let mut entries = Vec::new();
+        let mut claim_failed = false;
         for lane in lane_order(round, s.low_lane_every) {
             let want = permits.len() - entries.len();
             if want == 0 {
@@ -269,8 +279,14 @@ async fn run(core: Rc<Core>) {
             }
             match store.claim(&number, lane, &core.consumer, want).await {
                 Ok(mut got) => entries.append(&mut got),
-                Err(e) => tracing::warn!(number = %number, error = %e, "claim failed"),
+                Err(e) => {
+                    claim_failed = true;
+                    tracing::warn!(number = %number, error = %e, "claim failed");
+                }
             }
+        }
+        if claim_failed || entries.len() >= permits.len() {
+            core.backlog.store(true, Ordering::Release);
         }
 
         if entries.is_empty() {

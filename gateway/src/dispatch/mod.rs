@@ -7,6 +7,7 @@ pub mod lanes;
 pub mod pacing;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ pub struct DispatchDeps {
 struct Running {
     addr: Addr<Dispatcher>,
     wake: Arc<Notify>,
+    /// False while the number's last claim round took every ready entry and nothing was
+    /// accepted since: its queues hold nothing unclaimed, and the scrape need not ask Redis.
+    backlog: Arc<AtomicBool>,
     tier_mps: u32,
     number: BusinessNumber,
 }
@@ -112,20 +116,24 @@ impl Dispatchers {
 
     fn spawn(&self, number: BusinessNumber, fence: Option<Fence>, took_over: bool) -> Running {
         let wake = Arc::new(Notify::new());
+        // A new dispatcher has not looked yet: whatever is queued counts until it has.
+        let backlog = Arc::new(AtomicBool::new(true));
         let deps = self.deps.clone();
         let n = number.clone();
         let w = wake.clone();
+        let b = backlog.clone();
         let arbiter = {
             let mut next = self.next.lock();
             *next += 1;
             &self.arbiters[*next % self.arbiters.len()]
         };
         let addr = Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| {
-            Dispatcher::new(n, deps, w, fence, took_over)
+            Dispatcher::new(n, deps, w, b, fence, took_over)
         });
         Running {
             addr,
             wake,
+            backlog,
             tier_mps: number.tier_mps,
             number,
         }
@@ -166,6 +174,7 @@ impl Dispatchers {
             let fresh = self.spawn(r.number.clone(), fence, false);
             *r = fresh;
         }
+        r.backlog.store(true, Ordering::Release);
         r.wake.notify_one();
         true
     }
@@ -210,6 +219,17 @@ impl Dispatchers {
             .lock()
             .iter()
             .filter(|(_, r)| r.addr.connected())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The running numbers that may hold unclaimed entries: the others' last claim round found
+    /// their queues empty and nothing was accepted for them since.
+    pub fn numbers_with_backlog(&self) -> Vec<PhoneNumberId> {
+        self.running
+            .lock()
+            .iter()
+            .filter(|(_, r)| r.addr.connected() && r.backlog.load(Ordering::Acquire))
             .map(|(n, _)| n.clone())
             .collect()
     }
