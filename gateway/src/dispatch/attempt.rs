@@ -421,12 +421,12 @@ async fn ack(core: &Core, entry: &QueueEntry) {
 }
 
 async fn defer(core: &Core, entry: &QueueEntry, due_ms: i64) {
-    if let Err(e) = core.deps.store.defer(entry, due_ms).await {
-        tracing::warn!(message = %entry.message, error = %e, "defer failed; entry will be reclaimed");
-    }
-    // Sleep-free wake so the loop notices a near due time.
-    if due_ms <= now_ms() + 5 {
-        core.wake.notify_one();
+    match core.deps.store.defer(entry, due_ms).await {
+        // Wakes the loop when this is now the earliest deferral, so it sleeps no longer than that.
+        Ok(()) => core.note_deferred(due_ms),
+        Err(e) => {
+            tracing::warn!(message = %entry.message, error = %e, "defer failed; entry will be reclaimed")
+        }
     }
 }
 

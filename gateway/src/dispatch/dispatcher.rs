@@ -42,6 +42,13 @@ pub(super) struct Core {
     /// See `Running::backlog`: set by every wake, cleared here when a claim round empties the
     /// queues.
     pub backlog: Arc<std::sync::atomic::AtomicBool>,
+    /// When this number's earliest deferred message is due, as far as this dispatcher knows:
+    /// learned from `promote_due`, and moved earlier by its own deferrals (the only writer of
+    /// the number's delayed set), so rounds need not ask Redis while nothing can be due.
+    pub delayed: Cell<Delayed>,
+    /// The earliest deferral noted since the current `promote_due` call started: its answer
+    /// may predate that deferral.
+    deferred_since: Cell<Option<i64>>,
     /// The lease this node sends under (several nodes); `None` on a single node.
     pub fence: Option<crate::store::leases::Fence>,
     /// Set when this node just took the number over: the first reclaim takes every entry the
@@ -49,7 +56,54 @@ pub(super) struct Core {
     pub reclaim_all: Cell<bool>,
 }
 
+/// What a dispatcher knows of its number's delayed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delayed {
+    /// Not asked yet (a new dispatcher, or one that took the number over).
+    Unknown,
+    Empty,
+    /// The earliest is due at this time (unix ms).
+    At(i64),
+}
+
+impl Delayed {
+    /// The state after a deferral to `due_ms`.
+    fn with(self, due_ms: i64) -> Delayed {
+        match self {
+            Delayed::Unknown => Delayed::Unknown,
+            Delayed::Empty => Delayed::At(due_ms),
+            Delayed::At(t) => Delayed::At(t.min(due_ms)),
+        }
+    }
+
+    /// Whether a round at `now_ms` has anything to promote.
+    fn due_by(self, now_ms: i64) -> bool {
+        match self {
+            Delayed::Unknown => true,
+            Delayed::Empty => false,
+            Delayed::At(t) => t <= now_ms,
+        }
+    }
+}
+
+/// Even when its own bookkeeping says nothing is due, a dispatcher asks Redis this often: a
+/// previous owner's last deferral may have landed after this one took the number over.
+const PROMOTE_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
+
 impl Core {
+    /// This dispatcher deferred a message to `due_ms`: the delayed set is not empty any more.
+    pub fn note_deferred(&self, due_ms: i64) {
+        let before = self.delayed.get();
+        self.delayed.set(before.with(due_ms));
+        let since = self.deferred_since.get();
+        self.deferred_since
+            .set(Some(since.map_or(due_ms, |t| t.min(due_ms))));
+        if before != self.delayed.get() {
+            // A sleeping loop recomputes its wait.
+            self.wake.notify_one();
+        }
+    }
+
     /// Slows the whole number down after Meta said it is over its throughput.
     pub fn pause(&self, d: Duration) {
         let until = Instant::now() + d;
@@ -124,6 +178,8 @@ impl Dispatcher {
                 draining: Cell::new(false),
                 wake,
                 backlog,
+                delayed: Cell::new(Delayed::Unknown),
+                deferred_since: Cell::new(None),
                 fence,
                 reclaim_all: Cell::new(took_over),
             }),
@@ -208,17 +264,33 @@ async fn run(core: Rc<Core>) {
     let mut store_errors: u32 = 0;
     let mut idle_rounds: u32 = 0;
     let mut idle_since: Option<Instant> = None;
+    let mut last_promote: Option<Instant> = None;
     while !core.draining.get() {
         let store = &core.deps.store;
-        if let Err(e) = store.promote_due(&number, now_ms(), 1_000).await {
-            store_errors += 1;
-            if matches!(e, crate::store::StoreError::Unavailable(_)) {
-                crate::metrics::store_unavailable("dispatcher");
+        let overdue = last_promote.is_none_or(|t| t.elapsed() >= PROMOTE_AT_LEAST_EVERY);
+        if overdue || core.delayed.get().due_by(now_ms()) {
+            core.deferred_since.set(None);
+            match store.promote_due(&number, now_ms(), 1_000).await {
+                Ok(p) => {
+                    let known = p.next_due.map_or(Delayed::Empty, Delayed::At);
+                    let known = match core.deferred_since.take() {
+                        Some(d) => known.with(d),
+                        None => known,
+                    };
+                    core.delayed.set(known);
+                    last_promote = Some(Instant::now());
+                }
+                Err(e) => {
+                    store_errors += 1;
+                    if matches!(e, crate::store::StoreError::Unavailable(_)) {
+                        crate::metrics::store_unavailable("dispatcher");
+                    }
+                    let wait = Duration::from_millis(100 * u64::from(store_errors.min(50)));
+                    tracing::warn!(number = %number, error = %e, "store unavailable; dispatcher backing off");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
             }
-            let wait = Duration::from_millis(100 * u64::from(store_errors.min(50)));
-            tracing::warn!(number = %number, error = %e, "store unavailable; dispatcher backing off");
-            tokio::time::sleep(wait).await;
-            continue;
         }
         store_errors = 0;
 
@@ -301,17 +373,20 @@ async fn run(core: Rc<Core>) {
             // Idle numbers poll less and less often (work accepted on this node wakes them at once).
             let idle = idle_backoff(s.idle_poll_ms, s.idle_poll_max_ms, idle_rounds);
             idle_rounds = idle_rounds.saturating_add(1);
-            let until_due = match store.next_due(&number).await {
-                Ok(Some(due)) => Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64),
-                _ => idle,
-            };
-            let _ = tokio::time::timeout(idle.min(until_due), core.wake.notified()).await;
+            let _ = tokio::time::timeout(until_due(&core, idle), core.wake.notified()).await;
             continue;
         }
         idle_rounds = 0;
         idle_since = None;
+        let drained = !core.backlog.load(Ordering::Acquire);
         for (entry, permit) in entries.into_iter().zip(permits) {
             actix::spawn(attempt::process(core.clone(), entry, permit));
+        }
+        if drained {
+            // Everything ready was claimed: the next round waits for a wake (an accept, a
+            // deferral) instead of asking the lanes again at once and finding them empty.
+            let idle = Duration::from_millis(s.idle_poll_ms);
+            let _ = tokio::time::timeout(until_due(&core, idle), core.wake.notified()).await;
         }
     }
     tracing::info!(number = %number, "dispatcher draining");
@@ -327,6 +402,16 @@ pub fn in_flight_slots(tier_mps: u32, headroom: f64, max: usize) -> usize {
     }
     let half_second = (f64::from(tier_mps) * headroom * 0.5).ceil() as usize;
     half_second.clamp(2, max.max(2))
+}
+
+/// How long an idle round may sleep: `idle`, or less when a deferred message falls due sooner.
+fn until_due(core: &Core, idle: Duration) -> Duration {
+    match core.delayed.get() {
+        Delayed::At(t) => idle.min(Duration::from_millis(
+            t.saturating_sub(now_ms()).max(0) as u64
+        )),
+        Delayed::Empty | Delayed::Unknown => idle,
+    }
 }
 
 /// The wait before the next poll of an idle number: doubling from `base_ms` to `max_ms`.
@@ -355,6 +440,23 @@ mod tests {
         assert_eq!(in_flight_slots(1_000, 0.9, 64), 64);
         assert_eq!(in_flight_slots(0, 0.9, 64), 64);
         assert_eq!(in_flight_slots(1, 0.9, 64), 2);
+    }
+
+    #[test]
+    fn a_deferral_only_ever_moves_the_known_due_time_earlier() {
+        assert_eq!(Delayed::Empty.with(500), Delayed::At(500));
+        assert_eq!(Delayed::At(300).with(500), Delayed::At(300));
+        assert_eq!(Delayed::At(700).with(500), Delayed::At(500));
+        // Not asked yet: the next round asks Redis anyway.
+        assert_eq!(Delayed::Unknown.with(500), Delayed::Unknown);
+    }
+
+    #[test]
+    fn a_round_promotes_only_when_something_can_be_due() {
+        assert!(Delayed::Unknown.due_by(0));
+        assert!(!Delayed::Empty.due_by(i64::MAX));
+        assert!(!Delayed::At(1_000).due_by(999));
+        assert!(Delayed::At(1_000).due_by(1_000));
     }
 
     #[test]

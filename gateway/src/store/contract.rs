@@ -10,8 +10,8 @@ use super::inbox::InboxStore;
 use super::leases::{Fence, LeaseStore, Leased};
 use super::rate::RateStore;
 use super::{
-    Accepted, AttemptOutcome, IdempotencyClaim, QueueDepth, QueueEntry, StatusOutcome, Store,
-    StoreError,
+    Accepted, AttemptOutcome, IdempotencyClaim, Promoted, QueueDepth, QueueEntry, StatusOutcome,
+    Store, StoreError,
 };
 use crate::domain::message::{MessageRecord, TimelineEvent};
 use crate::domain::{
@@ -397,6 +397,10 @@ async fn reclaim_takes_over_idle_entries(s: &dyn Store) {
     );
 }
 
+fn moved(p: Result<Promoted, StoreError>) -> Option<usize> {
+    p.ok().map(|p| p.moved)
+}
+
 async fn defer_and_promote_due(s: &dyn Store) {
     let early = msg(Lane::Care);
     let late = msg(Lane::Bulk);
@@ -431,8 +435,21 @@ async fn defer_and_promote_due(s: &dyn Store) {
         }
     );
     assert_eq!(s.next_due(&n).await.ok(), Some(Some(1_700_000_001_000)));
-    assert_eq!(s.promote_due(&n, 1_700_000_000_999, 10).await.ok(), Some(0));
-    assert_eq!(s.promote_due(&n, 1_700_000_001_000, 10).await.ok(), Some(1));
+    assert_eq!(
+        s.promote_due(&n, 1_700_000_000_999, 10).await.ok(),
+        Some(Promoted {
+            moved: 0,
+            next_due: Some(1_700_000_001_000)
+        })
+    );
+    assert_eq!(
+        s.promote_due(&n, 1_700_000_001_000, 10).await.ok(),
+        Some(Promoted {
+            moved: 1,
+            next_due: Some(1_700_000_005_000)
+        }),
+        "moved the due one, and says when the other is due"
+    );
     assert!(
         claim_ids(s, &n, Lane::Bulk, "c", 10).await.is_empty(),
         "not due yet"
@@ -443,18 +460,27 @@ async fn defer_and_promote_due(s: &dyn Store) {
         "back in its own lane"
     );
     assert_eq!(s.next_due(&n).await.ok(), Some(Some(1_700_000_005_000)));
-    assert_eq!(s.promote_due(&n, 1_800_000_000_000, 10).await.ok(), Some(1));
+    assert_eq!(
+        s.promote_due(&n, 1_800_000_000_000, 10).await.ok(),
+        Some(Promoted {
+            moved: 1,
+            next_due: None
+        })
+    );
     assert_eq!(
         claim_ids(s, &n, Lane::Bulk, "c", 10).await,
         vec![late.id.clone()]
     );
     assert_eq!(s.next_due(&n).await.ok(), Some(None));
-    assert_eq!(s.promote_due(&n, 1_800_000_000_000, 10).await.ok(), Some(0));
+    assert_eq!(
+        moved(s.promote_due(&n, 1_800_000_000_000, 10).await),
+        Some(0)
+    );
     assert_eq!(
         s.promote_due(&number("9999"), 1_800_000_000_000, 10)
             .await
             .ok(),
-        Some(0)
+        Some(Promoted::default())
     );
 }
 
@@ -475,7 +501,7 @@ async fn promote_due_is_bounded_and_ordered(s: &dyn Store) {
             .unwrap_or_else(|e| panic!("{e}"));
     }
     assert_eq!(s.next_due(&n).await.ok(), Some(Some(800)));
-    assert_eq!(s.promote_due(&n, 5_000, 2).await.ok(), Some(2));
+    assert_eq!(moved(s.promote_due(&n, 5_000, 2).await), Some(2));
     assert_eq!(
         depth(s, &n).await,
         QueueDepth {
@@ -488,8 +514,15 @@ async fn promote_due_is_bounded_and_ordered(s: &dyn Store) {
         claim_ids(s, &n, Lane::Reminders, "c", 10).await,
         vec![ms[2].id.clone(), ms[1].id.clone()]
     );
-    assert_eq!(s.promote_due(&n, 5_000, 0).await.ok(), Some(0));
-    assert_eq!(s.promote_due(&n, 5_000, 2).await.ok(), Some(1));
+    assert_eq!(
+        s.promote_due(&n, 5_000, 0).await.ok(),
+        Some(Promoted {
+            moved: 0,
+            next_due: Some(1_000)
+        }),
+        "nothing moved, the next due time still told"
+    );
+    assert_eq!(moved(s.promote_due(&n, 5_000, 2).await), Some(1));
     assert_eq!(
         claim_ids(s, &n, Lane::Reminders, "c", 10).await,
         vec![ms[0].id.clone()]
@@ -544,7 +577,7 @@ async fn depth_counts_every_place(s: &dyn Store) {
             delayed: 1
         }
     );
-    assert_eq!(s.promote_due(&n, 50, 10).await.ok(), Some(1));
+    assert_eq!(moved(s.promote_due(&n, 50, 10).await), Some(1));
     assert_eq!(
         depth(s, &n).await,
         QueueDepth {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    transitions, Accepted, AttemptOutcome, IdempotencyClaim, MessageErasure, QueueDepth,
+    transitions, Accepted, AttemptOutcome, IdempotencyClaim, MessageErasure, Promoted, QueueDepth,
     QueueEntry, StatusOutcome, Store, StoreError,
 };
 use crate::domain::message::{MessageRecord, StatusDecision};
@@ -298,7 +298,7 @@ impl Store for MemoryStore {
         number: &PhoneNumberId,
         now_ms: i64,
         max: usize,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Promoted, StoreError> {
         let mut g = self.inner.lock();
         let due: Vec<(i64, u64, usize, MessageId)> = match g.queues.get(number) {
             Some(q) => q
@@ -308,7 +308,7 @@ impl Store for MemoryStore {
                 .take(max)
                 .cloned()
                 .collect(),
-            None => return Ok(0),
+            None => return Ok(Promoted::default()),
         };
         for d in &due {
             if let Some(q) = g.queues.get_mut(number) {
@@ -317,7 +317,14 @@ impl Store for MemoryStore {
             let lane = Lane::ALL[d.2];
             g.enqueue(number, lane, d.3.clone());
         }
-        Ok(due.len())
+        let next_due = g
+            .queues
+            .get(number)
+            .and_then(|q| q.delayed.first().map(|d| d.0));
+        Ok(Promoted {
+            moved: due.len(),
+            next_due,
+        })
     }
 
     async fn next_due(&self, number: &PhoneNumberId) -> Result<Option<i64>, StoreError> {

@@ -70,6 +70,15 @@ pub struct QueueEntry {
     pub message: MessageId,
 }
 
+/// What [`Store::promote_due`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Promoted {
+    /// Messages moved back into their lanes.
+    pub moved: usize,
+    /// When the earliest message still scheduled on the number is due (`None`: none is).
+    pub next_due: Option<i64>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct QueueDepth {
     /// Entries waiting per lane (`Lane::index`), not yet claimed.
@@ -251,13 +260,14 @@ pub trait Store: Send + Sync + 'static {
     /// Acknowledges the entry and schedules the message again at `due_ms`, atomically.
     async fn defer(&self, entry: &QueueEntry, due_ms: i64) -> Result<(), StoreError>;
 
-    /// Moves scheduled messages that are due back into their lanes. Returns how many moved.
+    /// Moves scheduled messages that are due (at most `max`) back into their lanes, and says
+    /// when the next one left is due.
     async fn promote_due(
         &self,
         number: &PhoneNumberId,
         now_ms: i64,
         max: usize,
-    ) -> Result<usize, StoreError>;
+    ) -> Result<Promoted, StoreError>;
 
     /// The earliest scheduled time on this number, if any.
     async fn next_due(&self, number: &PhoneNumberId) -> Result<Option<i64>, StoreError>;

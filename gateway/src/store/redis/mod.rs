@@ -35,7 +35,7 @@ use self::keys::{delayed_member, Keys, GROUP};
 use self::reply::{corrupt, int, items, pairs, stream_entry, text, xread_entries};
 use self::scripts::Scripts;
 use super::{
-    transitions, Accepted, AttemptOutcome, IdempotencyClaim, MessageErasure, QueueDepth,
+    transitions, Accepted, AttemptOutcome, IdempotencyClaim, MessageErasure, Promoted, QueueDepth,
     QueueEntry, StatusOutcome, Store, StoreError,
 };
 use crate::domain::message::{MessageRecord, StatusDecision};
@@ -747,10 +747,7 @@ impl Store for RedisStore {
         number: &PhoneNumberId,
         now_ms: i64,
         max: usize,
-    ) -> Result<usize, StoreError> {
-        if max == 0 {
-            return Ok(0);
-        }
+    ) -> Result<Promoted, StoreError> {
         let k = self.keys();
         let delayed = k.delayed(number);
         let [care, reminders, bulk] = k.lanes(number);
@@ -769,9 +766,15 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         let parts = items(&v).ok_or_else(|| corrupt(&delayed, "promote reply is not an array"))?;
-        let (Some(moved), Some(bad)) = (parts.first().and_then(int), parts.get(1).and_then(text))
-        else {
-            return Err(corrupt(&delayed, "promote reply is not [moved, member]"));
+        let (Some(moved), Some(bad), Some(next)) = (
+            parts.first().and_then(int),
+            parts.get(1).and_then(text),
+            parts.get(2).and_then(text),
+        ) else {
+            return Err(corrupt(
+                &delayed,
+                "promote reply is not [moved, member, next]",
+            ));
         };
         if !bad.is_empty() {
             return Err(corrupt(
@@ -779,7 +782,19 @@ impl Store for RedisStore {
                 format!("unreadable member {bad:?} ({moved} moved before it)"),
             ));
         }
-        usize::try_from(moved).map_err(|_| corrupt(&delayed, "negative count"))
+        let next_due = match next.as_str() {
+            "" => None,
+            score => Some(
+                score
+                    .parse::<f64>()
+                    .map_err(|_| corrupt(&delayed, format!("score {score:?}")))?
+                    as i64,
+            ),
+        };
+        Ok(Promoted {
+            moved: usize::try_from(moved).map_err(|_| corrupt(&delayed, "negative count"))?,
+            next_due,
+        })
     }
 
     async fn next_due(&self, number: &PhoneNumberId) -> Result<Option<i64>, StoreError> {
