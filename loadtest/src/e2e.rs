@@ -34,6 +34,9 @@ pub struct E2eOptions {
     pub tier_mps: u32,
     pub messages: usize,
     pub concurrency: usize,
+    /// Open loop: requests start on a fixed schedule of this many per second (at most
+    /// `concurrency` in flight); `None`: closed loop.
+    pub rate: Option<u32>,
     pub gateway_bin: PathBuf,
     pub redis_url: String,
     pub sim_unlimited: bool,
@@ -247,6 +250,8 @@ pub struct E2eReport {
     pub target_rate: Option<f64>,
     pub messages: usize,
     pub concurrency: usize,
+    /// The open-loop schedule, requests/s (`None`: closed loop).
+    pub rate: Option<u32>,
     pub sim_unlimited: bool,
     pub accepted: usize,
     /// Non-202 answers by status, and transport errors.
@@ -255,6 +260,9 @@ pub struct E2eReport {
     pub send_phase_s: f64,
     pub accept_per_sec: f64,
     pub api_latency: LatencySummary,
+    /// Open loop: from each request's scheduled start to its answer (a request that started
+    /// late because all clients were busy counts the wait too).
+    pub api_latency_from_schedule: Option<LatencySummary>,
     /// Accepted messages the sandbox received (distinct ids).
     pub delivered: usize,
     pub missing: usize,
@@ -345,6 +353,26 @@ impl std::fmt::Display for E2eReport {
             writeln!(f, "            first error: {e}")?;
         }
         writeln!(f, "            accept latency {}", self.api_latency)?;
+        if let (Some(rate), Some(l)) = (self.rate, &self.api_latency_from_schedule) {
+            writeln!(f, "            from the schedule ({rate}/s, open loop) {l}")?;
+            let met = self.api_latency.p99_ms <= ACCEPT_P99_TARGET_MS
+                && l.p99_ms <= ACCEPT_P99_TARGET_MS
+                && self.accept_per_sec >= f64::from(rate) * 0.98;
+            writeln!(
+                f,
+                "  accept latency p99 at {rate} req/s: {:.2} ms ({:.2} ms from the schedule), {:.0} accepted/s (target p99 ≤ {ACCEPT_P99_TARGET_MS:.0} ms at 5,000 req/s) [{}]",
+                self.api_latency.p99_ms,
+                l.p99_ms,
+                self.accept_per_sec,
+                if rate < 5_000 {
+                    "below the target's rate"
+                } else if met {
+                    "met"
+                } else {
+                    "NOT MET"
+                }
+            )?;
+        }
         writeln!(
             f,
             "  Meta:     {} received ({} missing, {} duplicates, {} unknown) in {:.2} s = {:.0} msgs/s",
@@ -411,10 +439,14 @@ struct Accepted {
     clinic: usize,
 }
 
+/// Issue #9's accept-latency target (at 5,000 requests/s).
+pub const ACCEPT_P99_TARGET_MS: f64 = 5.0;
+
 #[derive(Default)]
 struct WorkerOut {
     accepted: Vec<Accepted>,
     latency: Latencies,
+    from_schedule: Latencies,
     errors: BTreeMap<String, u64>,
     first_error: Option<String>,
 }
@@ -578,6 +610,7 @@ async fn send_all(
     let pnids: Arc<Vec<String>> = Arc::new((0..o.numbers).map(number_id).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let total = o.messages;
+    let rate = o.rate;
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(o.concurrency);
     for _ in 0..o.concurrency {
@@ -608,6 +641,12 @@ async fn send_all(
                         continue;
                     }
                 };
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate.max(1)));
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let scheduled =
+                    rate.map(|r| start + Duration::from_secs_f64(i as f64 / f64::from(r.max(1))));
                 let t0 = Instant::now();
                 let r = http
                     .post(url)
@@ -622,6 +661,9 @@ async fn send_all(
                         let b = resp.bytes().await.unwrap_or_default();
                         let accepted_at = SystemTime::now();
                         out.latency.record(t0.elapsed());
+                        if let Some(s) = scheduled {
+                            out.from_schedule.record(s.elapsed());
+                        }
                         let id = serde_json::from_slice::<serde_json::Value>(&b)
                             .ok()
                             .and_then(|v| v["id"].as_str().map(str::to_owned));
@@ -799,12 +841,14 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
     let (outs, send_phase_s) = send_all(&http, &bases, &o).await?;
     let cpu_sent = sample_all(&gw_pids, &redis_pids);
     let mut api_latency = Latencies::new();
+    let mut from_schedule = Latencies::new();
     let mut api_errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut first_api_error = None;
     let mut accepted: HashMap<String, SystemTime> = HashMap::with_capacity(o.messages);
     let mut clinic_of: HashMap<String, usize> = HashMap::with_capacity(o.messages);
     for w in outs {
         api_latency.merge(&w.latency);
+        from_schedule.merge(&w.from_schedule);
         for (k, v) in w.errors {
             *api_errors.entry(k).or_default() += v;
         }
@@ -1017,6 +1061,7 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
         target_rate: expected_rate(o.numbers, o.tier_mps),
         messages: o.messages,
         concurrency: o.concurrency,
+        rate: o.rate,
         sim_unlimited: o.sim_unlimited,
         accepted: accepted.len(),
         api_errors,
@@ -1024,6 +1069,7 @@ pub async fn run(o: E2eOptions) -> Result<E2eReport> {
         send_phase_s,
         accept_per_sec: accepted.len() as f64 / send_phase_s.max(1e-9),
         api_latency: api_latency.summary(),
+        api_latency_from_schedule: o.rate.map(|_| from_schedule.summary()),
         delivered,
         missing,
         duplicates,

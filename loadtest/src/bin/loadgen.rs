@@ -242,9 +242,13 @@ struct E2eArgs {
     /// Messages to send (one distinct recipient each, so the pair rate never binds).
     #[arg(long, default_value_t = 200)]
     messages: usize,
-    /// Concurrent closed-loop API clients.
+    /// Concurrent API clients (closed loop; with --rate, at most this many requests in flight).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Open loop: start requests on a fixed schedule of this many per second and report the
+    /// latency from each one's scheduled start too (issue #9's accept latency at 5,000 req/s).
+    #[arg(long)]
+    rate: Option<u32>,
     /// The gateway binary to start.
     #[arg(long, default_value = "target/release/clinic-gateway")]
     gateway_bin: PathBuf,
@@ -470,6 +474,7 @@ async fn run(cli: Cli) -> Result<bool> {
                 tier_mps: a.tier_mps,
                 messages,
                 concurrency,
+                rate: a.rate.filter(|r| *r > 0),
                 gateway_bin: a.gateway_bin,
                 redis_url: a.redis_url,
                 sim_unlimited: a.sim_unlimited,
