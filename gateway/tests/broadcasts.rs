@@ -21,6 +21,22 @@ fn broadcast_sends(app: &TestApp, template: &str) -> Vec<SentRecord> {
         .collect()
 }
 
+/// The broadcast's sends once at least `n` reached the sandbox within `within`, and half a
+/// second more passed, so that a send to someone who should not get one would be there too.
+async fn settled_sends(
+    app: &TestApp,
+    template: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<SentRecord> {
+    assert!(
+        eventually(within, || broadcast_sends(app, template).len() >= n).await,
+        "fewer than {n} {template} sends within {within:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broadcast_sends(app, template)
+}
+
 /// Adds the drive templates to clinic A's WABA and syncs the gateway's catalog.
 async fn drive_templates(app: &TestApp) {
     app.sim.add_template(
@@ -159,17 +175,7 @@ async fn filters_pick_exactly_the_right_patients_and_the_dry_run_matches_the_run
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    assert!(
-        eventually(Duration::from_secs(15), || broadcast_sends(
-            &app,
-            "flu_drive"
-        )
-        .len()
-            >= 2)
-        .await
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let sent = broadcast_sends(&app, "flu_drive");
+    let sent = settled_sends(&app, "flu_drive", 2, Duration::from_secs(15)).await;
     let mut to: Vec<String> = sent.iter().map(|r| r.to.clone()).collect();
     to.sort();
     assert_eq!(
@@ -413,17 +419,8 @@ async fn numbers_not_on_whatsapp_are_skipped_and_open_windows_are_not_counted() 
         .call(Method::POST, "/v1/broadcasts", KEY_A, Some(request))
         .await;
     assert_eq!(s, 202, "{created}");
-    assert!(
-        eventually(Duration::from_secs(10), || broadcast_sends(
-            &app,
-            "review_due"
-        )
-        .len()
-            >= 2)
+    let mut to: Vec<String> = settled_sends(&app, "review_due", 2, Duration::from_secs(10))
         .await
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut to: Vec<String> = broadcast_sends(&app, "review_due")
         .into_iter()
         .map(|r| r.to)
         .collect();

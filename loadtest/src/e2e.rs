@@ -641,12 +641,11 @@ async fn send_all(
                         continue;
                     }
                 };
-                if let Some(rate) = rate {
-                    let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate.max(1)));
-                    tokio::time::sleep_until(due.into()).await;
-                }
                 let scheduled =
                     rate.map(|r| start + Duration::from_secs_f64(i as f64 / f64::from(r.max(1))));
+                if let Some(due) = scheduled {
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let t0 = Instant::now();
                 let r = http
                     .post(url)

@@ -104,6 +104,34 @@ impl Core {
         }
     }
 
+    /// A `promote_due` starts: deferrals from now on may be missing from its answer.
+    fn asking_delayed(&self) {
+        self.deferred_since.set(None);
+    }
+
+    /// `promote_due` answered that the earliest deferred message left is due at `next_due`;
+    /// deferrals noted while it was asked are kept.
+    fn learned_delayed(&self, next_due: Option<i64>) {
+        let known = next_due.map_or(Delayed::Empty, Delayed::At);
+        let known = match self.deferred_since.take() {
+            Some(d) => known.with(d),
+            None => known,
+        };
+        self.delayed.set(known);
+    }
+
+    /// Sleeps until woken (an accept, a deferral), `idle` at most, or less when a deferred
+    /// message falls due sooner.
+    async fn wait_for_work(&self, idle: Duration) {
+        let until = match self.delayed.get() {
+            Delayed::At(t) => idle.min(Duration::from_millis(
+                t.saturating_sub(now_ms()).max(0) as u64
+            )),
+            Delayed::Empty | Delayed::Unknown => idle,
+        };
+        let _ = tokio::time::timeout(until, self.wake.notified()).await;
+    }
+
     /// Slows the whole number down after Meta said it is over its throughput.
     pub fn pause(&self, d: Duration) {
         let until = Instant::now() + d;
@@ -269,15 +297,10 @@ async fn run(core: Rc<Core>) {
         let store = &core.deps.store;
         let overdue = last_promote.is_none_or(|t| t.elapsed() >= PROMOTE_AT_LEAST_EVERY);
         if overdue || core.delayed.get().due_by(now_ms()) {
-            core.deferred_since.set(None);
+            core.asking_delayed();
             match store.promote_due(&number, now_ms(), 1_000).await {
                 Ok(p) => {
-                    let known = p.next_due.map_or(Delayed::Empty, Delayed::At);
-                    let known = match core.deferred_since.take() {
-                        Some(d) => known.with(d),
-                        None => known,
-                    };
-                    core.delayed.set(known);
+                    core.learned_delayed(p.next_due);
                     last_promote = Some(Instant::now());
                 }
                 Err(e) => {
@@ -373,7 +396,7 @@ async fn run(core: Rc<Core>) {
             // Idle numbers poll less and less often (work accepted on this node wakes them at once).
             let idle = idle_backoff(s.idle_poll_ms, s.idle_poll_max_ms, idle_rounds);
             idle_rounds = idle_rounds.saturating_add(1);
-            let _ = tokio::time::timeout(until_due(&core, idle), core.wake.notified()).await;
+            core.wait_for_work(idle).await;
             continue;
         }
         idle_rounds = 0;
@@ -385,8 +408,8 @@ async fn run(core: Rc<Core>) {
         if drained {
             // Everything ready was claimed: the next round waits for a wake (an accept, a
             // deferral) instead of asking the lanes again at once and finding them empty.
-            let idle = Duration::from_millis(s.idle_poll_ms);
-            let _ = tokio::time::timeout(until_due(&core, idle), core.wake.notified()).await;
+            core.wait_for_work(Duration::from_millis(s.idle_poll_ms))
+                .await;
         }
     }
     tracing::info!(number = %number, "dispatcher draining");
@@ -402,16 +425,6 @@ pub fn in_flight_slots(tier_mps: u32, headroom: f64, max: usize) -> usize {
     }
     let half_second = (f64::from(tier_mps) * headroom * 0.5).ceil() as usize;
     half_second.clamp(2, max.max(2))
-}
-
-/// How long an idle round may sleep: `idle`, or less when a deferred message falls due sooner.
-fn until_due(core: &Core, idle: Duration) -> Duration {
-    match core.delayed.get() {
-        Delayed::At(t) => idle.min(Duration::from_millis(
-            t.saturating_sub(now_ms()).max(0) as u64
-        )),
-        Delayed::Empty | Delayed::Unknown => idle,
-    }
 }
 
 /// The wait before the next poll of an idle number: doubling from `base_ms` to `max_ms`.

@@ -327,13 +327,6 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn next_due(&self, number: &PhoneNumberId) -> Result<Option<i64>, StoreError> {
-        let g = self.inner.lock();
-        Ok(g.queues
-            .get(number)
-            .and_then(|q| q.delayed.first().map(|d| d.0)))
-    }
-
     async fn depth(&self, number: &PhoneNumberId) -> Result<QueueDepth, StoreError> {
         let g = self.inner.lock();
         Ok(g.queues

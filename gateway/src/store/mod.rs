@@ -269,9 +269,6 @@ pub trait Store: Send + Sync + 'static {
         max: usize,
     ) -> Result<Promoted, StoreError>;
 
-    /// The earliest scheduled time on this number, if any.
-    async fn next_due(&self, number: &PhoneNumberId) -> Result<Option<i64>, StoreError>;
-
     async fn depth(&self, number: &PhoneNumberId) -> Result<QueueDepth, StoreError>;
 
     /// Claims an idempotency key for a request fingerprint and a new message id (kept `ttl_secs`).

@@ -787,7 +787,9 @@ impl Store for RedisStore {
             score => Some(
                 score
                     .parse::<f64>()
-                    .map_err(|_| corrupt(&delayed, format!("score {score:?}")))?
+                    .ok()
+                    .filter(|due| due.is_finite())
+                    .ok_or_else(|| corrupt(&delayed, format!("score {score:?}")))?
                     as i64,
             ),
         };
@@ -795,40 +797,6 @@ impl Store for RedisStore {
             moved: usize::try_from(moved).map_err(|_| corrupt(&delayed, "negative count"))?,
             next_due,
         })
-    }
-
-    async fn next_due(&self, number: &PhoneNumberId) -> Result<Option<i64>, StoreError> {
-        let key = self.keys().delayed(number);
-        let mut c = self.conn().await?;
-        let v: Value = ::redis::cmd("ZRANGE")
-            .arg(&key)
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
-            .query_async(&mut c)
-            .await
-            .map_err(unavailable)?;
-        let parts = items(&v).ok_or_else(|| corrupt(&key, "ZRANGE reply is not an array"))?;
-        // RESP2: [member, score]; RESP3: [[member, score]].
-        let score = match parts {
-            [] => return Ok(None),
-            [_, s] if !matches!(s, Value::Array(_)) => s,
-            [pair] => match items(pair) {
-                Some([_, s]) => s,
-                _ => return Err(corrupt(&key, "ZRANGE pair is not [member, score]")),
-            },
-            _ => return Err(corrupt(&key, "unexpected ZRANGE reply")),
-        };
-        let due = match score {
-            Value::Double(d) => *d,
-            other => text(other)
-                .and_then(|s| s.parse::<f64>().ok())
-                .ok_or_else(|| corrupt(&key, "score is not a number"))?,
-        };
-        if !due.is_finite() {
-            return Err(corrupt(&key, "score is not finite"));
-        }
-        Ok(Some(due as i64))
     }
 
     async fn depth(&self, number: &PhoneNumberId) -> Result<QueueDepth, StoreError> {
