@@ -21,6 +21,17 @@ fn broadcast_sends(app: &TestApp, template: &str) -> Vec<SentRecord> {
         .collect()
 }
 
+/// The answer to `request` sent as a dry run (asserted 200).
+async fn dry_run(app: &TestApp, request: &Value) -> Value {
+    let mut dry = request.clone();
+    dry["dry_run"] = json!(true);
+    let (s, d) = app
+        .call(Method::POST, "/v1/broadcasts", KEY_A, Some(dry))
+        .await;
+    assert_eq!(s, 200, "{d}");
+    d
+}
+
 /// The broadcast's sends once at least `n` reached the sandbox within `within`, and half a
 /// second more passed, so that a send to someone who should not get one would be there too.
 async fn settled_sends(
@@ -147,12 +158,7 @@ async fn filters_pick_exactly_the_right_patients_and_the_dry_run_matches_the_run
     let request = json!({"name": "Flu drive", "template": {"name": "flu_drive", "language": "en"},
         "parameters": [{"field": "first_name"}, {"value": "Saturday"}],
         "filter": {"tags_all": ["diabetic"], "age_min": 40, "age_max": 70}});
-    let mut dry = request.clone();
-    dry["dry_run"] = json!(true);
-    let (s, d) = app
-        .call(Method::POST, "/v1/broadcasts", KEY_A, Some(dry))
-        .await;
-    assert_eq!(s, 200, "{d}");
+    let d = dry_run(&app, &request).await;
     let e = &d["estimate"];
     assert_eq!(e["recipients"], 2, "{d}");
     assert_eq!(
@@ -401,12 +407,7 @@ async fn numbers_not_on_whatsapp_are_skipped_and_open_windows_are_not_counted() 
         "parameters": [{"field": "name"}],
         "recipients": [{"phone": gone, "name": "Gone"}, {"phone": closed, "name": "Closed"},
                        {"phone": open, "name": "Open"}]});
-    let mut dry = request.clone();
-    dry["dry_run"] = json!(true);
-    let (s, d) = app
-        .call(Method::POST, "/v1/broadcasts", KEY_A, Some(dry))
-        .await;
-    assert_eq!(s, 200, "{d}");
+    let d = dry_run(&app, &request).await;
     let e = &d["estimate"];
     assert_eq!(e["recipients"], 2, "{d}");
     assert_eq!(e["skipped"]["not_on_whatsapp"], 1, "{d}");
