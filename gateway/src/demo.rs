@@ -372,6 +372,9 @@ impl Day {
                 .into_iter()
                 .find(|r| r.to == digits(phone) && !self.used.contains(&r.wamid) && pred(r));
             if let Some(r) = found {
+                // It may have arrived after the `show_new` above: show it before the story
+                // goes on, or the next step's line would come first.
+                self.show_new();
                 self.used.insert(r.wamid.clone());
                 return Ok(r);
             }
